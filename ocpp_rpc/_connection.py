@@ -1,0 +1,462 @@
+"""One live WebSocket session: a task group holding the reader, the single
+writer, the pinger and one task per inbound call. It moves data; every wire
+decision is made by the pure `Session` in `_protocol`."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._codec import (
+    CallErrorFrame,
+    CallFrame,
+    CallResultFrame,
+    SendFrame,
+    encode_call,
+    encode_call_result,
+    encode_send,
+)
+from ._events import (
+    BadMessageEvent,
+    CallErrorEvent,
+    CallResultEvent,
+    CloseResult,
+    MessageEvent,
+    Observers,
+    PayloadEvent,
+    PingEvent,
+)
+from ._handlers import NOREPLY, Call
+from ._protocol import Answer, Bad, Dispatch, MessageIds, Refuse, Session
+from ._transport import Transport
+from ._websocket import WebSocketClosed
+from .errors import (
+    ConnectionClosed,
+    RPCError,
+    RPCInternalError,
+    RPCNotImplementedError,
+)
+
+if TYPE_CHECKING:
+    from ._client import RPCClient
+
+logger = logging.getLogger("ocpp_rpc")
+
+next_message_id = MessageIds()
+
+#: How many outbound frames may wait for the writer before senders block.
+WRITE_BUFFER = 64
+#: Seconds a close handshake may take before TCP is dropped.
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(slots=True, eq=False)
+class PendingCall:
+    """An outbound call awaiting its answer."""
+
+    method: str
+    params: Any
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        if not self.done.is_set():
+            self.result, self.error = result, error
+            self.done.set()
+
+
+class Connection:
+    """The RPC session over one open transport, owned by an `RPCClient`."""
+
+    def __init__(self, owner: RPCClient, transport: Transport) -> None:
+        self.owner = owner
+        self.transport = transport
+        self.protocol = transport.subprotocol
+        self.session: Session[PendingCall] = Session(
+            self.protocol, max_bad_messages=owner._options.max_bad_messages
+        )
+        self.events: Observers = owner._observers
+        self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[str | bytes](
+            WRITE_BUFFER
+        )
+        self._task_group: TaskGroup | None = None
+        self._handler_scopes: set[anyio.CancelScope] = set()
+        self._idle = anyio.Event()  # set while no outbound call and no inbound handler is pending
+        self._idle.set()
+        self._pinger_scope: anyio.CancelScope | None = None
+        self._last_activity = 0.0
+        self.closing: CloseResult | None = None  # set once a local close started
+        self.closed: CloseResult | None = None
+        self._close_done = anyio.Event()
+        self._writer_done = anyio.Event()
+
+    # -- lifetime ----------------------------------------------------------------
+
+    async def run(self, first: Callable[[], Awaitable[None]] | None = None) -> CloseResult:
+        """Serve the connection until it ends; returns how it closed.
+
+        `first`, if given, runs in its own task before any inbound frame is read
+        (the server's `on_client` hook: handlers it registers before its first
+        await see every call).
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                tg.start_soon(self._writer)
+                self.restart_pinger()
+                if first is None:
+                    tg.start_soon(self._reader)
+                else:
+                    tg.start_soon(self._run_first, first)
+        finally:
+            self._outbox_send.close()
+            result = self.closed or CloseResult(1006, "")
+            self.closed = result
+            self._fail_pending(ConnectionClosed(*result))
+            self._close_done.set()
+        return result
+
+    async def _run_first(self, first: Callable[[], Awaitable[None]]) -> None:
+        assert self._task_group is not None
+        # Scheduled now, but it cannot run before `first` reaches its first await.
+        self._task_group.start_soon(self._reader)
+        try:
+            await first()
+        except Exception as exc:
+            logger.exception("on_client callback raised; closing the client with 1011")
+            self.events.emit("error", exc)
+            self._task_group.start_soon(self._close, 1011, "Internal error", False, False)
+
+    def _end(self, result: CloseResult) -> None:
+        """The transport is gone: record how, and stop every task."""
+        if self.closed is None:
+            self.closed = result
+        self._fail_pending(ConnectionClosed(*self.closed))
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _fail_pending(self, error: ConnectionClosed) -> None:
+        pending = self.session.pending
+        if pending:
+            calls = list(pending.values())
+            pending.clear()
+            for call in calls:
+                call.settle(error=error)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self.session.pending and not self._handler_scopes:
+            self._idle.set()
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        transport, session, events = self.transport, self.session, self.events
+        defer_pings = self.owner._options.defer_pings_on_activity
+        while True:
+            try:
+                message = await transport.receive()
+            except WebSocketClosed as exc:
+                self._end(CloseResult(exc.code, exc.reason))
+                return
+            except Exception as exc:  # a transport bug must not leave calls hanging
+                logger.exception("transport failed")
+                events.emit("socket_error", exc)
+                await transport.abort()
+                self._end(CloseResult(1006, ""))
+                return
+            if defer_pings:
+                self._last_activity = anyio.current_time()
+            if message and events.wants("message"):
+                events.emit("message", MessageEvent(message, False))
+            received = session.receive(message)
+            if type(received) is Dispatch:
+                frame = received.frame
+                if events.wants("call"):
+                    events.emit(
+                        "call",
+                        PayloadEvent(
+                            False,
+                            [2 if type(frame) is CallFrame else 6, frame.message_id, frame.method,
+                             frame.params],
+                        ),
+                    )
+                if self._task_group is not None:
+                    self._idle = anyio.Event() if self._idle.is_set() else self._idle
+                    scope = anyio.CancelScope()
+                    self._handler_scopes.add(scope)
+                    self._task_group.start_soon(self._handle, frame, scope)
+            elif type(received) is Answer:
+                frame_ = received.frame
+                if events.wants("response"):
+                    events.emit("response", PayloadEvent(False, _response_payload(frame_)))
+                if type(frame_) is CallResultFrame:
+                    received.pending.settle(frame_.result)
+                else:
+                    assert type(frame_) is CallErrorFrame
+                    received.pending.settle(error=frame_.to_error())
+                self._check_idle()
+            elif type(received) is Refuse:
+                await self._reply(received.reply)
+            elif type(received) is Bad:
+                await self._on_bad(message, received)
+                if received.close:
+                    return
+
+    async def _on_bad(self, message: str | bytes, bad: Bad[PendingCall]) -> None:
+        if bad.failed is not None:
+            bad.failed.settle(error=bad.error)
+            self._check_idle()
+        events = self.events
+        if events.wants("bad_message"):
+            response = json.loads(bad.reply) if bad.reply is not None else None
+            events.emit("bad_message", BadMessageEvent(message, bad.error, response))
+        if bad.unexpected is not None:
+            events.emit("unexpected_response", _response_payload(bad.unexpected))
+        if bad.close:
+            await self._close(1002, "Protocol error", False, False)
+        elif bad.reply is not None:
+            await self._reply(bad.reply)
+
+    # -- inbound calls -------------------------------------------------------------
+
+    async def _handle(self, frame: CallFrame | SendFrame, scope: anyio.CancelScope) -> None:
+        is_call = type(frame) is CallFrame
+        message_id, method, params = frame.message_id, frame.method, frame.params
+        owner, events = self.owner, self.events
+        reply: str | None = None
+        try:
+            with scope:
+                try:
+                    handler = owner._find_handler(method)
+                    if handler is None:
+                        raise RPCNotImplementedError(f"Unable to handle '{method}' calls")
+                    outcome = handler(Call(method, params, message_id, self.protocol, owner))
+                    if inspect.isawaitable(outcome):
+                        outcome = await outcome
+                    if is_call and outcome is not NOREPLY:
+                        reply = self._result_reply(message_id, outcome)
+                        if events.wants("call_result"):
+                            events.emit(
+                                "call_result",
+                                CallResultEvent(False, message_id, method, params, outcome),
+                            )
+                except RPCError as error:
+                    reply = self._error_reply(message_id, method, params, error, error.details)
+                except Exception as exc:
+                    if not is_call:
+                        logger.exception("handler of SEND %r raised", method)
+                    reply = self._internal_error_reply(message_id, method, params, exc)
+            if is_call and reply is not None and not scope.cancelled_caught:
+                if events.wants("response"):
+                    events.emit("response", PayloadEvent(True, json.loads(reply)))
+                await self._reply(reply)
+        finally:
+            self._handler_scopes.discard(scope)
+            if is_call:
+                self.session.finish(message_id)
+            self._check_idle()
+
+    def _internal_error_reply(
+        self, message_id: str, method: str, params: Any, exc: Exception
+    ) -> str:
+        if not self.owner._options.respond_with_detailed_errors:
+            return self._error_reply(message_id, method, params, RPCInternalError(), None)
+        error = RPCInternalError(str(exc) or type(exc).__name__)
+        details = {
+            "name": type(exc).__name__,
+            "message": str(exc),
+            "stack": "".join(traceback.format_exception(exc)),
+        }
+        return self._error_reply(message_id, method, params, error, details)
+
+    async def _reply(self, frame: str) -> None:
+        """Send an answer; a connection that is going away just drops it."""
+        try:
+            await self._send(frame)
+        except ConnectionClosed:
+            pass
+
+    def _result_reply(self, message_id: str, result: Any) -> str:
+        try:
+            return encode_call_result(message_id, result)
+        except (TypeError, ValueError) as exc:
+            raise RPCInternalError(f"the handler's result is not JSON: {exc}") from exc
+
+    def _error_reply(
+        self, message_id: str, method: str, params: Any, error: RPCError, details: Any
+    ) -> str:
+        if self.events.wants("call_error"):
+            self.events.emit("call_error", CallErrorEvent(False, message_id, method, params, error))
+        return self.session.error_reply(message_id, error, details)
+
+    # -- outbound --------------------------------------------------------------------
+
+    async def _send(self, frame: str) -> None:
+        try:
+            await self._outbox_send.send(frame)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ConnectionClosed(*(self.closed or self.closing or (1006, ""))) from None
+        if self.events.wants("message"):
+            self.events.emit("message", MessageEvent(frame, True))
+
+    async def call(self, method: str, params: Any, *, no_reply: bool = False) -> Any:
+        """Send a CALL and wait for its answer (the caller applies the timeout)."""
+        if self.closing is not None or self.closed is not None:
+            raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
+        message_id = next_message_id()
+        frame = encode_call(message_id, method, params)
+        events = self.events
+        if events.wants("call"):
+            events.emit("call", PayloadEvent(True, [2, message_id, method, params]))
+        if no_reply:
+            await self._send(frame)
+            return None
+        pending = PendingCall(method, params)
+        self.session.add_pending(message_id, pending)
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        try:
+            await self._send(frame)
+            await pending.done.wait()
+        except BaseException as exc:
+            self.session.withdraw(message_id)
+            self._check_idle()
+            if events.wants("call_error"):
+                events.emit("call_error", CallErrorEvent(True, message_id, method, params, exc))
+            raise
+        if pending.error is not None:
+            if events.wants("call_error"):
+                events.emit(
+                    "call_error", CallErrorEvent(True, message_id, method, params, pending.error)
+                )
+            raise pending.error
+        if events.wants("call_result"):
+            events.emit(
+                "call_result", CallResultEvent(True, message_id, method, params, pending.result)
+            )
+        return pending.result
+
+    async def send_message(self, method: str, params: Any) -> None:
+        """Send an OCPP 2.1 SEND frame."""
+        if self.closing is not None or self.closed is not None:
+            raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
+        message_id = next_message_id()
+        frame = encode_send(message_id, method, params)
+        if self.events.wants("call"):
+            self.events.emit("call", PayloadEvent(True, [6, message_id, method, params]))
+        await self._send(frame)
+
+    async def send_raw(self, text: str | bytes) -> None:
+        """Send one frame as it is."""
+        if self.closed is not None:
+            raise ConnectionClosed(*self.closed)
+        try:
+            await self._outbox_send.send(text)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ConnectionClosed(*(self.closed or (1006, ""))) from None
+        if self.events.wants("message"):
+            self.events.emit("message", MessageEvent(text, True))
+
+    async def _writer(self) -> None:
+        transport = self.transport
+        try:
+            async with self._outbox_receive:
+                async for frame in self._outbox_receive:
+                    try:
+                        await transport.send(frame)
+                    except WebSocketClosed as exc:
+                        self._end(CloseResult(exc.code, exc.reason))
+                        return
+        finally:
+            self._writer_done.set()
+
+    # -- keep-alive --------------------------------------------------------------------
+
+    def restart_pinger(self) -> None:
+        """(Re)start the keep-alive task with the owner's current options."""
+        if self._pinger_scope is not None:
+            self._pinger_scope.cancel()
+            self._pinger_scope = None
+        interval = self.owner._options.ping_interval
+        if self._task_group is None or self.closed is not None or not interval or interval <= 0:
+            return
+        if math.isinf(interval):
+            return
+        scope = anyio.CancelScope()
+        self._pinger_scope = scope
+        self._task_group.start_soon(self._pinger, scope, interval)
+
+    async def _pinger(self, scope: anyio.CancelScope, interval: float) -> None:
+        with scope:
+            self._last_activity = anyio.current_time()
+            while True:
+                # With defer_pings_on_activity the reader moves _last_activity forward.
+                while (delay := self._last_activity + interval - anyio.current_time()) > 0:  # noqa: ASYNC110
+                    await anyio.sleep(delay)
+                started = anyio.current_time()
+                self._last_activity = started
+                with anyio.move_on_after(interval) as timeout:
+                    try:
+                        await self.transport.ping()
+                    except WebSocketClosed:
+                        return
+                if timeout.cancelled_caught:
+                    logger.warning("no pong within %ss: dropping the connection", interval)
+                    await self.transport.abort()
+                    self._end(CloseResult(1006, "ping timeout"))
+                    return
+                self.events.emit("ping", PingEvent(anyio.current_time() - started))
+
+    # -- closing -------------------------------------------------------------------------
+
+    async def close(
+        self, code: int, reason: str, *, await_pending: bool, force: bool
+    ) -> CloseResult:
+        """Close this connection (first close wins); returns how it closed."""
+        if self.closing is None and self.closed is None and self._task_group is not None:
+            self.closing = CloseResult(code, reason)
+            # Runs in the connection's task group so that it completes even if the
+            # caller is a handler of this connection, which the close cancels.
+            self._task_group.start_soon(self._close, code, reason, await_pending, force)
+        await self._close_done.wait()
+        assert self.closed is not None
+        return self.closed
+
+    async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
+        self.closing = self.closing or CloseResult(code, reason)
+        if await_pending and not force:
+            await self._idle.wait()
+        else:
+            self._fail_pending(ConnectionClosed(code, reason))
+            for scope in tuple(self._handler_scopes):
+                scope.cancel()
+        if force:
+            await self.transport.abort()
+            self._end(CloseResult(1006, ""))
+            return
+        self._outbox_send.close()  # let the writer flush what is queued, then stop
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                await self._writer_done.wait()
+            await self.transport.close(code, reason, timeout=CLOSE_TIMEOUT)
+        closed_code = getattr(self.transport, "close_code", None)
+        closed_reason = getattr(self.transport, "close_reason", "")
+        self._end(CloseResult(closed_code or code, closed_reason if closed_code else reason))
+
+
+def _response_payload(frame: CallResultFrame | CallErrorFrame) -> list[Any]:
+    if type(frame) is CallResultFrame:
+        return [3, frame.message_id, frame.result]
+    assert type(frame) is CallErrorFrame
+    return [5 if frame.result_error else 4, frame.message_id, frame.code, frame.description,
+            frame.details]
