@@ -447,9 +447,11 @@ class RPCClient:
         if timeout is None:
             timeout = self._options.call_timeout
         async with self._limiter:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(timeout) as waiting:
                 connection = await self._wait_open()
-                return await connection.call(method, params, no_reply=no_reply)
+            return await connection.call(
+                method, params, no_reply=no_reply, deadline=waiting.deadline
+            )
 
     async def send(self, method: str, params: Any = None) -> None:
         """OCPP 2.1 SEND (message type 6): never answered, not limited by
@@ -488,8 +490,10 @@ class RPCClient:
         Without `await_pending`, calls in flight fail with `ConnectionClosed`
         and inbound handlers are cancelled; with it, new calls are refused
         while pending ones finish. `force` drops TCP without a close handshake.
-        A second close() returns the first one's result.
+        A second close() returns the first one's result. ValueError for a
+        code that a Close frame cannot carry (e.g. 1005, 1006).
         """
+        check_close_code(code)
         if self._closed is None:
             return self._close_result or CloseResult(code, reason)
         if self._close_started:
@@ -525,6 +529,12 @@ class RPCClient:
         await self._closed.wait()
         assert self._close_result is not None
         return self._close_result
+
+
+def check_close_code(code: int) -> None:
+    """ValueError unless `code` may be sent in a Close frame (RFC 6455 7.4)."""
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise ValueError(f"invalid close code {code}")
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -166,9 +166,24 @@ Frame = CallFrame | SendFrame | CallResultFrame | CallErrorFrame
 
 # -- encoding -------------------------------------------------------------------
 
-_encode: Final = json.JSONEncoder(
+_encode_utf8: Final = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
 ).encode
+_encode_ascii: Final = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _encode(value: Any) -> str:
+    text = _encode_utf8(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. echoed from a peer's "\ud800") cannot go out as
+            # UTF-8 text; the escaped form is the same JSON value.
+            return _encode_ascii(value)
+    return text
 
 
 def encode_call(message_id: str, method: str, params: Any) -> str:

@@ -140,7 +140,7 @@ class Connection:
     def _end(self, result: CloseResult) -> None:
         """The transport is gone: record how, and stop every task."""
         if self.closed is None:
-            self.closed = result
+            self.closed = CloseResult(int(result.code), str(result.reason))  # no IntEnums
         self._fail_pending(ConnectionClosed(*self.closed))
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
@@ -310,8 +310,11 @@ class Connection:
         if self.events.wants("message"):
             self.events.emit("message", MessageEvent(frame, True))
 
-    async def call(self, method: str, params: Any, *, no_reply: bool = False) -> Any:
-        """Send a CALL and wait for its answer (the caller applies the timeout)."""
+    async def call(
+        self, method: str, params: Any, *, no_reply: bool = False, deadline: float = math.inf
+    ) -> Any:
+        """Send a CALL and wait for its answer; TimeoutError at `deadline`
+        (applied here so that the `call_error` event carries the TimeoutError)."""
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
         message_id = next_message_id()
@@ -319,15 +322,18 @@ class Connection:
         events = self.events
         if events.wants("call"):
             events.emit("call", PayloadEvent(True, [2, message_id, method, params]))
+        timeout = None if math.isinf(deadline) else deadline - anyio.current_time()
         if no_reply:
-            await self._send(frame)
+            with anyio.fail_after(timeout):
+                await self._send(frame)
             return None
         pending = PendingCall(method, params)
         self.session.add_pending(message_id, pending)
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         try:
-            await self._send(frame)
-            await pending.done.wait()
+            with anyio.fail_after(timeout):
+                await self._send(frame)
+                await pending.done.wait()
         except BaseException as exc:
             self.session.withdraw(message_id)
             self._check_idle()
@@ -357,7 +363,9 @@ class Connection:
         await self._send(frame)
 
     async def send_raw(self, text: str | bytes) -> None:
-        """Send one frame as it is."""
+        """Send one frame as it is (UnicodeEncodeError for a str that is not UTF-8 text)."""
+        if isinstance(text, str):
+            text.encode("utf-8")  # fail here, not in the writer, which would end the connection
         if self.closed is not None:
             raise ConnectionClosed(*self.closed)
         try:

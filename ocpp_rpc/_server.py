@@ -19,10 +19,17 @@ from urllib.parse import parse_qsl, unquote
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
-from anyio.streams.tls import TLSAttribute, TLSListener
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from . import _websocket
-from ._client import DEFAULT_MAX_MESSAGE_SIZE, HANDSHAKE_TIMEOUT, Options, RPCClient, State
+from ._client import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HANDSHAKE_TIMEOUT,
+    Options,
+    RPCClient,
+    State,
+    check_close_code,
+)
 from ._events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
 from ._handlers import H, Handler, Handlers
 from ._transport import Transport
@@ -118,23 +125,39 @@ class ServerClient(RPCClient):
     reconnects, with the `handshake` and the auth hook's `session`."""
 
     def __init__(
-        self, server: RPCServer, handshake: Handshake, session: Any, options: Options
+        self,
+        server: RPCServer,
+        handshake: Handshake,
+        session: Any,
+        options: Options,
+        protocol: str | None,
     ) -> None:
         super().__init__("", handshake.identity, reconnect=False)
         self._options = options
         self._server_handlers = server._handlers
+        self._server_observers = server._observers
         self._observers = Observers()
         self.handshake = handshake
         self.session = session
+        # Already upgraded: the server's `client` event and `clients` see it open.
+        self._protocol = protocol
+        self._state = State.OPEN
 
     def _find_handler(self, method: str) -> Handler | None:
         return self._handlers.find(method) or self._server_handlers.find(method)
+
+    async def _run_on_client(self, on_client: Callable[[ServerClient], Awaitable[None]]) -> None:
+        try:
+            await on_client(self)
+        except Exception as exc:
+            self._server_observers.emit("error", exc)  # the server's `error` event
+            raise
 
     async def _serve_accepted(
         self, transport: Transport, on_client: Callable[[ServerClient], Awaitable[None]] | None
     ) -> None:
         self._init_primitives()
-        first = None if on_client is None else functools.partial(on_client, self)
+        first = None if on_client is None else functools.partial(self._run_on_client, on_client)
         result: CloseResult | None = None
         try:
             result = await self._serve(transport, first)
@@ -190,6 +213,7 @@ class RPCServer:
         self._all_clients: set[ServerClient] = set()
         self._task_group: TaskGroup | None = None
         self._listener_scopes: list[anyio.CancelScope] = []
+        self._upgrade_scopes: set[anyio.CancelScope] = set()
         self._closing = False
         self._close_done: anyio.Event | None = None
 
@@ -280,17 +304,20 @@ class RPCServer:
             raise RuntimeError("listen() needs a running, open server (async with RPCServer())")
         listener: Any = await anyio.create_tcp_listener(local_host=host, local_port=port)
         bound_host, bound_port = listener.extra(SocketAttribute.local_address)[:2]
-        if ssl_context is not None:
-            listener = TLSListener(listener, ssl_context, standard_compatible=False)
         scope = anyio.CancelScope()
         self._listener_scopes.append(scope)
-        tg.start_soon(self._serve_listener, listener, scope)
+        tg.start_soon(self._serve_listener, listener, ssl_context, scope)
         return Listening(str(bound_host), int(bound_port))
 
-    async def _serve_listener(self, listener: Any, scope: anyio.CancelScope) -> None:
+    async def _serve_listener(
+        self, listener: Any, ssl_context: ssl.SSLContext | None, scope: anyio.CancelScope
+    ) -> None:
+        handler = functools.partial(self._handle_stream, ssl_context=ssl_context)
         with scope:
             async with listener:
-                await listener.serve(self._handle_stream)
+                # Connections run in the server's task group, so that they
+                # outlive the listener when close() stops it.
+                await listener.serve(handler, self._task_group)
 
     async def close(
         self,
@@ -301,6 +328,7 @@ class RPCServer:
         force: bool = False,
     ) -> None:
         """Refuse new clients, stop listening, close every client with these options."""
+        check_close_code(code)
         if self._close_done is None:
             return
         if self._closing:
@@ -308,7 +336,7 @@ class RPCServer:
             return
         self._closing = True
         self._observers.emit("closing", ClosingEvent())
-        for scope in self._listener_scopes:
+        for scope in (*self._listener_scopes, *self._upgrade_scopes):
             scope.cancel()
         self._listener_scopes.clear()
         async with anyio.create_task_group() as tg:
@@ -324,10 +352,30 @@ class RPCServer:
 
     # -- accepting -------------------------------------------------------------------
 
-    async def _handle_stream(self, stream: ByteStream) -> None:
+    async def _handle_stream(
+        self, stream: ByteStream, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         try:
             async with stream:
-                await self._accept(stream)
+                accepted = None
+                # close() cancels connections still in their TLS handshake,
+                # upgrade or auth hook.
+                with anyio.CancelScope() as upgrading:
+                    self._upgrade_scopes.add(upgrading)
+                    try:
+                        if ssl_context is not None:
+                            with anyio.fail_after(HANDSHAKE_TIMEOUT):
+                                stream = await TLSStream.wrap(
+                                    stream,
+                                    server_side=True,
+                                    ssl_context=ssl_context,
+                                    standard_compatible=False,
+                                )
+                        accepted = await self._accept(stream)
+                    finally:
+                        self._upgrade_scopes.discard(upgrading)
+                if accepted is not None:
+                    await self._run_client(*accepted)
         except Exception:  # one bad connection must never take the server down
             logger.exception("error while serving a connection")
 
@@ -335,9 +383,10 @@ class RPCServer:
         logger.info("upgrade refused (%s %s) for %r", status, reason, identity)
         self._observers.emit("upgrade_aborted", UpgradeAbortedEvent(identity, status, reason))
 
-    async def _accept(self, stream: ByteStream) -> None:
+    async def _accept(self, stream: ByteStream) -> tuple[ServerClient, _websocket.WebSocket] | None:
+        """Read and answer the upgrade request; the accepted client, else None."""
         if self._closing:
-            return
+            return None
         request: _websocket.UpgradeRequest | None = None
         with anyio.move_on_after(HANDSHAKE_TIMEOUT):
             try:
@@ -345,16 +394,16 @@ class RPCServer:
             except _websocket.HandshakeRefused as exc:
                 if not isinstance(exc, _websocket.HandshakeAborted):
                     self._refused(None, exc.status, exc.message)
-                return
+                return None
         if request is None:
             self._refused(None, 408, "handshake timeout")
-            return
+            return None
         try:
             handshake = _make_handshake(stream, request)
         except ValueError as exc:
             self._refused(None, 400, str(exc))
             await _websocket.reject_upgrade(stream, 400, f"{exc}\n")
-            return
+            return None
         accept: Accept | None = None
         try:
             if self._auth is not None:
@@ -362,13 +411,13 @@ class RPCServer:
         except Reject as exc:
             self._refused(handshake.identity, exc.status, exc.message)
             await _websocket.reject_upgrade(stream, exc.status, exc.message)
-            return
+            return None
         except Exception as exc:
             logger.exception("auth callback raised for %r", handshake.identity)
             self._observers.emit("error", exc)
             self._refused(handshake.identity, 500, "auth callback failed")
             await _websocket.reject_upgrade(stream, 500, "Internal Server Error")
-            return
+            return None
         if accept is None:
             accept = Accept()
         protocol = accept.protocol
@@ -378,21 +427,20 @@ class RPCServer:
                 reason = "no mutually agreed subprotocol"
                 self._refused(handshake.identity, 400, reason)
                 await _websocket.reject_upgrade(stream, 400, reason)
-                return
+                return None
         elif protocol not in handshake.protocols:
             reason = f"client did not offer subprotocol {protocol!r}"
             self._refused(handshake.identity, 400, reason)
             await _websocket.reject_upgrade(stream, 400, reason)
-            return
+            return None
         if self._closing:
             await _websocket.reject_upgrade(stream, 503, "server closing")
-            return
+            return None
         ws = await _websocket.accept_upgrade(
             stream, request, subprotocol=protocol,
             max_message_size=self._options.max_message_size,
         )
-        client = ServerClient(self, handshake, accept.session, self._options)
-        await self._run_client(client, ws)
+        return ServerClient(self, handshake, accept.session, self._options, protocol), ws
 
     async def _run_client(self, client: ServerClient, ws: _websocket.WebSocket) -> None:
         identity = client.identity
