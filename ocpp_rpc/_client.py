@@ -11,7 +11,7 @@ import ssl
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,6 +26,7 @@ from ._events import CloseResult, ClosingEvent, ConnectingEvent, Observer, Obser
 from ._handlers import H, Handler, Handlers
 from ._reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
 from ._transport import Transport
+from ._validation import Validator, resolve_validators
 from .errors import ConnectError, ConnectionClosed
 
 if sys.version_info >= (3, 11):
@@ -63,6 +64,7 @@ class Options:
     respond_with_detailed_errors: bool = False
     max_bad_messages: float = math.inf
     strict_mode: bool | tuple[str, ...] = False
+    strict_mode_validators: tuple[Validator, ...] = ()
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # client only
     password: str | bytes | None = None
@@ -72,6 +74,8 @@ class Options:
     reconnect: bool = True
     max_reconnects: float = math.inf
     backoff: Backoff = DEFAULT_BACKOFF
+    #: subprotocol -> its validator, for the subprotocols validated strictly (derived)
+    validators: dict[str, Validator] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.protocols = tuple(self.protocols)
@@ -85,13 +89,14 @@ class Options:
             raise ValueError("max_message_size must be positive")
         if self.max_bad_messages < 0 or self.max_reconnects < 0:
             raise ValueError("max_bad_messages and max_reconnects must not be negative")
-        if self.strict_mode:
-            # Strict mode (schema validation) lands with its own issue.
-            raise NotImplementedError("strict_mode is not available yet")
+        self.strict_mode_validators = tuple(self.strict_mode_validators)
+        self.validators = resolve_validators(
+            self.strict_mode, self.protocols, self.strict_mode_validators
+        )
 
     def updated(self, changes: Mapping[str, Any]) -> Options:
         """A validated copy with `changes` applied; unknown names raise TypeError."""
-        known = {f.name for f in fields(self)}
+        known = {f.name for f in fields(self) if f.init}
         unknown = set(changes) - known
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -125,6 +130,7 @@ class RPCClient:
         backoff: Backoff = DEFAULT_BACKOFF,
         max_bad_messages: float = math.inf,
         strict_mode: bool | Sequence[str] = False,
+        strict_mode_validators: Sequence[Validator] = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if isinstance(protocols, str):
@@ -147,6 +153,7 @@ class RPCClient:
             backoff=backoff,
             max_bad_messages=max_bad_messages,
             strict_mode=strict_mode if isinstance(strict_mode, bool) else tuple(strict_mode),
+            strict_mode_validators=tuple(strict_mode_validators),
             max_message_size=max_message_size,
         )
         self._handlers = Handlers()

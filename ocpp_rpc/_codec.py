@@ -275,13 +275,15 @@ def decode(text: str | bytes, dialect: Dialect) -> Frame | BadFrame | None:
         return _bad(RPCFrameworkError("Message ID must be a string"), "-1", dialect)
 
     if kind in (CALL, SEND):
+        # A SEND is never answered, not even a malformed one.
+        reply_id = message_id if kind == CALL else None
         if length != 4:
             name = "CALL" if kind == CALL else "SEND"
             error = RPCFrameworkError(f"A {name} must have 4 elements")
-            return _bad(error, message_id, dialect)
+            return _bad(error, reply_id, dialect)
         method = message[2]
         if type(method) is not str:
-            return _bad(RPCFrameworkError("Method must be a string"), message_id, dialect)
+            return _bad(RPCFrameworkError("Method must be a string"), reply_id, dialect)
         cls = CallFrame if kind == CALL else SendFrame
         return cls(message_id, method, message[3])
     if kind == CALLRESULT:

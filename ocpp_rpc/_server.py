@@ -33,6 +33,7 @@ from ._client import (
 from ._events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
 from ._handlers import H, Handler, Handlers
 from ._transport import Transport
+from ._validation import Validator
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -189,6 +190,7 @@ class RPCServer:
         respond_with_detailed_errors: bool = False,
         max_bad_messages: float = math.inf,
         strict_mode: bool | Sequence[str] = False,
+        strict_mode_validators: Sequence[Validator] = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if isinstance(protocols, str):
@@ -202,6 +204,7 @@ class RPCServer:
             respond_with_detailed_errors=respond_with_detailed_errors,
             max_bad_messages=max_bad_messages,
             strict_mode=strict_mode if isinstance(strict_mode, bool) else tuple(strict_mode),
+            strict_mode_validators=tuple(strict_mode_validators),
             max_message_size=max_message_size,
             reconnect=False,
         )

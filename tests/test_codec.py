@@ -261,3 +261,11 @@ def test_create_rpc_error() -> None:
     default = errors.create_rpc_error("NotImplemented")
     assert default.message == errors.RPCNotImplementedError.default_message
     assert errors.create_rpc_error("X").code == "X"
+
+
+@pytest.mark.parametrize("text", ['[6,"s1",5,{}]', '[6,"s1","X"]', '[6,"s1","X",{},1]'])
+def test_malformed_send_is_bad_but_never_answered(text: str) -> None:
+    frame = decode(text, V21)
+    assert isinstance(frame, BadFrame)
+    assert frame.reply is None
+    assert isinstance(frame.error, errors.RPCFrameworkError)
