@@ -19,19 +19,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def ours(backend: str, calls: int, concurrency: int) -> dict[str, float]:
+def ours(backend: str, calls: int, concurrency: int, strict: bool = False) -> dict[str, float]:
     """One measurement of ocpp_rpc: a server and a client in this process."""
     import anyio
 
     from ocpp_rpc import RPCClient, RPCServer
 
     async def main() -> dict[str, float]:
-        async with RPCServer(protocols=["ocpp1.6"], ping_interval=None) as server:
+        async with RPCServer(protocols=["ocpp1.6"], ping_interval=None,
+                             strict_mode=strict) as server:
             server.handle("Heartbeat", lambda call: {"currentTime": "2024-01-01T00:00:00Z"})
             listening = await server.listen()
             url = f"ws://127.0.0.1:{listening.port}"
             async with RPCClient(url, "BENCH", protocols=["ocpp1.6"], ping_interval=None,
-                                 call_concurrency=concurrency, reconnect=False) as client:
+                                 call_concurrency=concurrency, reconnect=False,
+                                 strict_mode=strict) as client:
                 for _ in range(200):
                     await client.call("Heartbeat")
                 cpu0, start = time.process_time(), time.perf_counter()
@@ -57,21 +59,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--child", nargs=2, metavar=("BACKEND", "CONCURRENCY"))
+    parser.add_argument("--child", nargs=3, metavar=("BACKEND", "CONCURRENCY", "STRICT"))
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(ours(args.child[0], args.calls, int(args.child[1]))))
+        backend, concurrency, strict = args.child
+        print(json.dumps(ours(backend, args.calls, int(concurrency), strict == "strict")))
         return
     node_modules = Path(os.environ.get(
         "OCPP_RPC_NODE_MODULES", HERE.parent / ".interop" / "node" / "node_modules"))
     rows = []
     for concurrency in (1, 100):
-        contenders: dict[str, list[str]] = {
-            "ocpp_rpc asyncio": [sys.executable, __file__, "--calls", str(args.calls),
-                                  "--child", "asyncio", str(concurrency)],
-            "ocpp_rpc trio": [sys.executable, __file__, "--calls", str(args.calls),
-                               "--child", "trio", str(concurrency)],
-        }
+        contenders: dict[str, list[str]] = {}
+        for backend in ("asyncio", "trio"):
+            for strict in ("plain", "strict") if concurrency == 1 else ("plain",):
+                name = f"ocpp_rpc {backend}" + (" strict" if strict == "strict" else "")
+                contenders[name] = [sys.executable, __file__, "--calls", str(args.calls),
+                                    "--child", backend, str(concurrency), strict]
         if shutil.which("node") and (node_modules / "ocpp-rpc").exists():
             contenders["Node ocpp-rpc 2.2.1"] = [
                 "node", str(HERE / "node_roundtrip.js"), str(args.calls), str(concurrency)]

@@ -11,6 +11,7 @@ from ._server import Handshake as Handshake
 from ._server import Reject as Reject
 from ._server import RPCServer as RPCServer
 from ._server import ServerClient as ServerClient
+from ._validation import Validator as Validator
 from .errors import ConnectError as ConnectError
 from .errors import ConnectionClosed as ConnectionClosed
 from .errors import RPCError as RPCError
@@ -59,5 +60,6 @@ __all__ = (
     "Reject",
     "ServerClient",
     "State",
+    "Validator",
     "create_rpc_error",
 )

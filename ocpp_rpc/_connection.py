@@ -22,6 +22,7 @@ from ._codec import (
     CallResultFrame,
     SendFrame,
     encode_call,
+    encode_call_error,
     encode_call_result,
     encode_send,
 )
@@ -34,6 +35,7 @@ from ._events import (
     Observers,
     PayloadEvent,
     PingEvent,
+    StrictValidationFailureEvent,
 )
 from ._handlers import NOREPLY, Call
 from ._protocol import Answer, Bad, Dispatch, MessageIds, Refuse, Session
@@ -86,6 +88,10 @@ class Connection:
             self.protocol, max_bad_messages=owner._options.max_bad_messages
         )
         self.events: Observers = owner._observers
+        # Strict mode: the validator of the agreed subprotocol, if it is validated.
+        self.validator = None if self.protocol is None else owner._options.validators.get(
+            self.protocol
+        )
         self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[str | bytes](
             WRITE_BUFFER
         )
@@ -201,7 +207,10 @@ class Connection:
                 if events.wants("response"):
                     events.emit("response", PayloadEvent(False, _response_payload(frame_)))
                 if type(frame_) is CallResultFrame:
-                    received.pending.settle(frame_.result)
+                    if self.validator is None:
+                        received.pending.settle(frame_.result)
+                    else:
+                        await self._settle_checked(received.pending, frame_)
                 else:
                     assert type(frame_) is CallErrorFrame
                     received.pending.settle(error=frame_.to_error())
@@ -212,6 +221,36 @@ class Connection:
                 await self._on_bad(message, received)
                 if received.close:
                     return
+
+    async def _settle_checked(self, pending: PendingCall, frame: CallResultFrame) -> None:
+        """Strict mode: settle a pending call with a result that must be valid."""
+        assert self.validator is not None
+        try:
+            self.validator.validate_result(pending.method, frame.result)
+        except RPCError as error:
+            self._strict_failure(error, frame.message_id, pending.method, False, False)
+            pending.settle(error=error)
+            if self.session.dialect.rpc21:  # OCPP 2.1: tell the peer (CALLRESULTERROR)
+                await self._reply(
+                    encode_call_error(
+                        frame.message_id, error.code, error.message, error.details,
+                        self.session.dialect, result_error=True,
+                    )
+                )
+        else:
+            pending.settle(frame.result)
+
+    def _strict_failure(
+        self, error: RPCError, message_id: str, method: str, outbound: bool, is_call: bool
+    ) -> None:
+        logger.info(
+            "strict mode: %s %s %r (%s): %s", "outbound" if outbound else "inbound",
+            "call" if is_call else "result", method, message_id, error,
+        )
+        self.events.emit(
+            "strict_validation_failure",
+            StrictValidationFailureEvent(error, message_id, method, outbound, is_call),
+        )
 
     async def _on_bad(self, message: str | bytes, bad: Bad[PendingCall]) -> None:
         if bad.failed is not None:
@@ -238,6 +277,8 @@ class Connection:
         try:
             with scope:
                 try:
+                    if self.validator is not None:
+                        self._check_inbound(frame, is_call)
                     handler = owner._find_handler(method)
                     if handler is None:
                         raise RPCNotImplementedError(f"Unable to handle '{method}' calls")
@@ -245,6 +286,8 @@ class Connection:
                     if inspect.isawaitable(outcome):
                         outcome = await outcome
                     if is_call and outcome is not NOREPLY:
+                        if self.validator is not None:
+                            self._check_outbound_result(message_id, method, outcome)
                         reply = self._result_reply(message_id, outcome)
                         if events.wants("call_result"):
                             events.emit(
@@ -266,6 +309,28 @@ class Connection:
             if is_call:
                 self.session.finish(message_id)
             self._check_idle()
+
+    def _check_inbound(self, frame: CallFrame | SendFrame, is_call: bool) -> None:
+        """Strict mode: an invalid inbound CALL raises (answered with its code);
+        an invalid SEND raises too, and is dropped."""
+        assert self.validator is not None
+        try:
+            if is_call:
+                self.validator.validate_call(frame.method, frame.params)
+            else:
+                self.validator.validate_send(frame.method, frame.params)
+        except RPCError as error:
+            self._strict_failure(error, frame.message_id, frame.method, False, True)
+            raise
+
+    def _check_outbound_result(self, message_id: str, method: str, result: Any) -> None:
+        """Strict mode: an invalid result of our handler becomes InternalError."""
+        assert self.validator is not None
+        try:
+            self.validator.validate_result(method, result)
+        except RPCError as error:
+            self._strict_failure(error, message_id, method, True, False)
+            raise RPCInternalError() from error
 
     def _internal_error_reply(
         self, message_id: str, method: str, params: Any, exc: Exception
@@ -318,6 +383,8 @@ class Connection:
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
         message_id = next_message_id()
+        if self.validator is not None:
+            self._check_outbound(self.validator.validate_call, message_id, method, params)
         frame = encode_call(message_id, method, params)
         events = self.events
         if events.wants("call"):
@@ -352,11 +419,23 @@ class Connection:
             )
         return pending.result
 
+    def _check_outbound(
+        self, validate: Callable[[str, Any], None], message_id: str, method: str, params: Any
+    ) -> None:
+        """Strict mode: an invalid outbound call raises here; nothing is sent."""
+        try:
+            validate(method, params)
+        except RPCError as error:
+            self._strict_failure(error, message_id, method, True, True)
+            raise
+
     async def send_message(self, method: str, params: Any) -> None:
         """Send an OCPP 2.1 SEND frame."""
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
         message_id = next_message_id()
+        if self.validator is not None:
+            self._check_outbound(self.validator.validate_send, message_id, method, params)
         frame = encode_send(message_id, method, params)
         if self.events.wants("call"):
             self.events.emit("call", PayloadEvent(True, [6, message_id, method, params]))

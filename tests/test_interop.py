@@ -364,3 +364,83 @@ async def test_python_charge_point_basic_auth_with_our_server() -> None:
                             "bad", "--max-seconds", "20") as cp:
             event = await blocking(cp.wait_for, event="connectFailed", timeout=15)
             assert event["error"].get("status") == 401
+
+
+# -- strict mode: ours and Node ocpp-rpc's (ajv) agree on valid traffic ----------------------
+
+STATUS = {
+    "ocpp1.6": {"connectorId": 1, "errorCode": "NoError", "status": "Available"},
+    "ocpp2.0.1": {"timestamp": NOW, "connectorStatus": "Available", "evseId": 1,
+                  "connectorId": 1},
+}
+CSMS_CALL = {
+    "ocpp1.6": ("GetConfiguration", {"key": ["HeartbeatInterval"]},
+                {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False,
+                                       "value": "300"}]}),
+    "ocpp2.0.1": ("GetVariables", {"getVariableData": [
+        {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]},
+        {"getVariableResult": [{"attributeStatus": "Accepted", "attributeValue": "300",
+                                "component": {"name": "OCPPCommCtrlr"},
+                                "variable": {"name": "HeartbeatInterval"}}]}),
+}
+
+
+@needs_node
+@PROTOCOLS
+async def test_strict_client_with_strict_node_server(protocol: str) -> None:
+    with await blocking(peers.node_server, "--strict", "--protocols", protocol,
+                        "--fixed-time", NOW) as srv:
+        async with fast_client(srv.url, "STRICT1", protocols=[protocol], strict_mode=True) as cp:
+            failures: list[Any] = []
+            cp.on("strict_validation_failure", failures.append)
+            method, params, result = CSMS_CALL[protocol]
+            cp.handle(method, lambda call: result)
+            assert (await cp.call("BootNotification", BOOT[protocol]))["status"] == "Accepted"
+            assert "currentTime" in await cp.call("Heartbeat")
+            assert await cp.call("StatusNotification", STATUS[protocol]) == {}
+            await blocking(srv.wait_for, event="connected", identity="STRICT1")
+            res = await blocking(srv.request, {"cmd": "call", "identity": "STRICT1",
+                                               "method": method, "params": params})
+            assert res["ok"] and res["result"] == result, res
+            with pytest.raises(RPCOccurrenceConstraintViolationError):
+                await cp.call("BootNotification", {})  # refused locally, never sent
+            assert [f.outbound for f in failures] == [True]
+        assert not [e for e in srv.events if e.get("event") == "strictValidationFailure"]
+
+
+@needs_node
+@PROTOCOLS
+async def test_strict_node_client_with_our_strict_server(protocol: str) -> None:
+    async with RPCServer(protocols=[protocol], ping_interval=None, strict_mode=True) as server:
+        failures: list[Any] = []
+        results: dict[str, Any] = {}
+        done = anyio.Event()
+        server.handle("BootNotification",
+                      lambda call: {"status": "Accepted", "currentTime": NOW, "interval": 300})
+        server.handle("StatusNotification", lambda call: {})
+
+        @server.on_client
+        async def on_client(client: ServerClient) -> None:
+            client.on("strict_validation_failure", failures.append)
+            method, params, _ = CSMS_CALL[protocol]
+            results["answer"] = await client.call(method, params)
+            done.set()
+
+        url = await serve_ours(server)
+        steps = [
+            {"cmd": "call", "method": "BootNotification", "params": BOOT[protocol],
+             "expect": {"ok": True, "result": {"status": "Accepted"}}},
+            {"cmd": "call", "method": "StatusNotification", "params": STATUS[protocol],
+             "expect": {"ok": True, "result": {}}},
+            {"cmd": "expect", "event": {"event": "callResult", "direction": "out"},
+             "timeoutMs": 10000},
+        ]
+        with await blocking(peers.node_client, url, "--identity", "STRICT2", "--strict",
+                            "--protocols", protocol, "--script", script(steps)) as cli:
+            with anyio.fail_after(10):
+                await done.wait()
+            assert await blocking(cli.wait_exit, 15) == 0, [
+                json.dumps(e) for e in cli.events if e["event"] == "expectFailed"]
+        assert results["answer"]["configurationKey" if protocol == "ocpp1.6"
+                                 else "getVariableResult"]
+        assert failures == []
