@@ -1,5 +1,5 @@
-"""Developer tasks: `nox` runs lint, typecheck and the full test suite
-(both anyio backends, interop peers included)."""
+"""Developer tasks: `nox` runs lint, typecheck, the full test suite (both
+anyio backends, interop peers included) and the documentation build."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -83,3 +83,25 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict", "ocpp_rpc")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation (mkdocs; API reference from the docstrings) into
+    build/site, failing on any warning."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "mkdocs", "build", "--strict", *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},  # Material's end-of-life banner, not a doc problem
+    )
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The long soak tests (`pytest -m soak`, both backends: 1,000-client reconnect
+    storm, 10,000 connect/disconnect cycles), then benchmarks/soak.py at its
+    default size (2,000 clients, both backends, fault injection)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "soak", *session.posargs)
+    for backend in ("asyncio", "trio"):
+        session.run("python", "benchmarks/soak.py", "--backend", backend)

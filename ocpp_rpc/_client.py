@@ -41,6 +41,10 @@ logger = logging.getLogger("ocpp_rpc")
 DEFAULT_MAX_MESSAGE_SIZE = 2**24  # 16 MiB, a comfortable ceiling for OCPP payloads
 #: Seconds allowed for TCP + TLS + the HTTP upgrade when connecting.
 HANDSHAKE_TIMEOUT = 30.0
+#: Default bound on inbound calls (CALL and SEND) being handled at once.
+DEFAULT_MAX_INBOUND_CALLS = 100
+#: Default seconds one outbound frame may take to be written before the peer is dropped.
+DEFAULT_WRITE_TIMEOUT = 60.0
 
 
 class State(enum.IntEnum):
@@ -66,6 +70,8 @@ class Options:
     strict_mode: bool | tuple[str, ...] = False
     strict_mode_validators: tuple[Validator, ...] = ()
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS
+    write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
     # client only
     password: str | bytes | None = None
     headers: Mapping[str, str] | None = None
@@ -89,6 +95,10 @@ class Options:
             raise ValueError("max_message_size must be positive")
         if self.max_bad_messages < 0 or self.max_reconnects < 0:
             raise ValueError("max_bad_messages and max_reconnects must not be negative")
+        if not self.max_inbound_calls >= 1:
+            raise ValueError("max_inbound_calls must be at least 1")
+        if self.write_timeout is not None and not self.write_timeout > 0:
+            raise ValueError("write_timeout must be positive (or None: no limit)")
         self.strict_mode_validators = tuple(self.strict_mode_validators)
         self.validators = resolve_validators(
             self.strict_mode, self.protocols, self.strict_mode_validators
@@ -108,6 +118,17 @@ class RPCClient:
 
     Use as ``async with RPCClient(...) as client:``; every task of the client
     lives inside that block. See the README for the full option list.
+
+    Bounds against a misbehaving peer:
+
+    - `max_inbound_calls` (100): inbound CALLs and SENDs handled at once.
+      Beyond it a CALL is answered at once with a ``GenericError`` CALLERROR
+      ("Too many inbound calls in progress") and a SEND is dropped; both are
+      logged. The reader never waits for handlers, so a handler may await a
+      call to the same peer.
+    - `write_timeout` (60 s; None: no limit): a frame the peer does not take
+      within it (it stopped reading) drops the connection (1006, logged);
+      until then writes wait, so memory stays bounded.
     """
 
     def __init__(
@@ -132,6 +153,8 @@ class RPCClient:
         strict_mode: bool | Sequence[str] = False,
         strict_mode_validators: Sequence[Validator] = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         if isinstance(protocols, str):
             raise TypeError("protocols must be a sequence of str, not a str")
@@ -155,6 +178,8 @@ class RPCClient:
             strict_mode=strict_mode if isinstance(strict_mode, bool) else tuple(strict_mode),
             strict_mode_validators=tuple(strict_mode_validators),
             max_message_size=max_message_size,
+            max_inbound_calls=max_inbound_calls,
+            write_timeout=write_timeout,
         )
         self._handlers = Handlers()
         self._observers = Observers()

@@ -51,7 +51,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._client import RPCClient
 
-logger = logging.getLogger("ocpp_rpc")
+logger = logging.getLogger("ocpp_rpc.connection")
 
 next_message_id = MessageIds()
 
@@ -85,7 +85,9 @@ class Connection:
         self.transport = transport
         self.protocol = transport.subprotocol
         self.session: Session[PendingCall] = Session(
-            self.protocol, max_bad_messages=owner._options.max_bad_messages
+            self.protocol,
+            max_bad_messages=owner._options.max_bad_messages,
+            max_inbound_calls=owner._options.max_inbound_calls,
         )
         self.events: Observers = owner._observers
         # Strict mode: the validator of the agreed subprotocol, if it is validated.
@@ -183,6 +185,8 @@ class Connection:
                 return
             if defer_pings:
                 self._last_activity = anyio.current_time()
+            if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
+                logger.debug("[%s] recv %s", self.owner.identity, message)
             if message and events.wants("message"):
                 events.emit("message", MessageEvent(message, False))
             received = session.receive(message)
@@ -216,7 +220,14 @@ class Connection:
                     received.pending.settle(error=frame_.to_error())
                 self._check_idle()
             elif type(received) is Refuse:
-                await self._reply(received.reply)
+                if received.busy and session.busy_refusals == 1:  # once per burst
+                    logger.warning(
+                        "[%s] %s inbound calls in progress (max_inbound_calls):"
+                        " refusing more until some end", self.owner.identity,
+                        session.inbound_in_progress,
+                    )
+                if received.reply is not None:
+                    await self._reply(received.reply)
             elif type(received) is Bad:
                 await self._on_bad(message, received)
                 if received.close:
@@ -308,6 +319,8 @@ class Connection:
             self._handler_scopes.discard(scope)
             if is_call:
                 self.session.finish(message_id)
+            else:
+                self.session.finish_send()
             self._check_idle()
 
     def _check_inbound(self, frame: CallFrame | SendFrame, is_call: bool) -> None:
@@ -459,11 +472,25 @@ class Connection:
         try:
             async with self._outbox_receive:
                 async for frame in self._outbox_receive:
-                    try:
-                        await transport.send(frame)
-                    except WebSocketClosed as exc:
-                        self._end(CloseResult(exc.code, exc.reason))
+                    # A peer that stopped reading blocks this send (and, through the
+                    # bounded outbox, every sender) until it is dropped here.
+                    write_timeout = self.owner._options.write_timeout
+                    with anyio.move_on_after(write_timeout) as stalled:
+                        try:
+                            await transport.send(frame)
+                        except WebSocketClosed as exc:
+                            self._end(CloseResult(exc.code, exc.reason))
+                            return
+                    if stalled.cancelled_caught:
+                        logger.warning(
+                            "[%s] the peer took no frame for %ss: dropping the connection",
+                            self.owner.identity, write_timeout,
+                        )
+                        await transport.abort()
+                        self._end(CloseResult(1006, "write timeout"))
                         return
+                    if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
+                        logger.debug("[%s] send %s", self.owner.identity, frame)
         finally:
             self._writer_done.set()
 

@@ -1,102 +1,85 @@
-"""A demo CSMS and charge point talking over loopback, printing the traffic."""
+"""``ocpp-rpc demo``: a CSMS and charge points talking over loopback, every
+frame printed. Built on the public API only, like a user's program."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
-from datetime import datetime, timezone
 from typing import Any, TextIO
 
 import anyio
 
-from ._client import RPCClient
-from ._events import MessageEvent
-from ._handlers import Call
-from ._server import RPCServer, ServerClient
+from . import RPCClient, RPCServer, ServerClient
+from ._cli_output import BOLD, GREEN, Output
+from ._defaults import CSMSDefaults, answer_as_charge_point
+from ._simulation import run_session
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-async def run_demo(*, chargers: int = 2, out: TextIO = sys.stdout) -> None:
-    """Start a CSMS, connect `chargers` charge points, exchange BootNotification,
-    Heartbeat and StatusNotification, and let the CSMS call each charger once."""
-
-    def show(identity: str) -> Any:
-        def print_frame(event: MessageEvent) -> None:
-            arrow = "->" if event.outbound else "<-"
-            print(f"CSMS {arrow} {identity:<4} {event.message!s}", file=out, flush=True)
-
-        return print_frame
-
+async def run_demo(*, chargers: int = 2, out: TextIO | Output = sys.stdout) -> None:
+    """Start a CSMS, connect `chargers` charge points (odd ones OCPP 1.6, even
+    ones 2.0.1), let each boot, report status, heartbeat and run one
+    transaction, then let the CSMS call each charger once."""
+    output = out if isinstance(out, Output) else Output(out)
     async with RPCServer(protocols=["ocpp2.0.1", "ocpp1.6"]) as csms:
-        booted = {"count": 0}
-        all_booted = anyio.Event()
+        CSMSDefaults().register(csms)
 
-        @csms.handler("BootNotification")
-        def boot(call: Call) -> dict[str, Any]:
-            booted["count"] += 1
-            if booted["count"] == chargers:
-                all_booted.set()
-            return {"status": "Accepted", "currentTime": _now(), "interval": 300}
+        def show(client: ServerClient) -> None:
+            def print_frame(event: Any) -> None:
+                output.frame("CSMS", client.identity, event.outbound, event.message)
 
-        @csms.handler("Heartbeat")
-        def heartbeat(call: Call) -> dict[str, Any]:
-            return {"currentTime": _now()}
+            client.on("message", print_frame)
+            output.emit(
+                "connected", output.style(f"CSMS: {client.identity} connected ({client.protocol})",
+                                          BOLD),
+                identity=client.identity, protocol=client.protocol)
 
-        @csms.handler("StatusNotification")
-        def status(call: Call) -> dict[str, Any]:
-            return {}
-
-        @csms.on_client
-        async def greet(client: ServerClient) -> None:
-            client.on("message", show(client.identity))
-            print(f"CSMS: {client.identity} connected ({client.protocol})", file=out)
-
+        csms.on("client", show)
         listening = await csms.listen()
         url = f"ws://127.0.0.1:{listening.port}/ocpp"
-        print(f"CSMS listening on {url}", file=out)
+        output.emit("listening", f"CSMS listening on {url}", url=url, port=listening.port)
+
+        sessions_done = 0
+        all_done = anyio.Event()
+        finished = anyio.Event()
 
         async def charge_point(number: int) -> None:
+            nonlocal sessions_done
             identity = f"CP{number}"
             protocol = "ocpp1.6" if number % 2 else "ocpp2.0.1"
-            async with RPCClient(url, identity, protocols=[protocol]) as cp:
-
-                @cp.handler("GetBaseReport" if protocol == "ocpp2.0.1" else "GetConfiguration")
-                def report(call: Call) -> dict[str, Any]:
-                    if protocol == "ocpp2.0.1":
-                        return {"status": "Accepted"}
-                    return {"configurationKey": [
-                        {"key": "HeartbeatInterval", "readonly": False, "value": "300"}
-                    ]}
-
-                if protocol == "ocpp1.6":
-                    await cp.call("BootNotification", {
-                        "chargePointVendor": "Demo", "chargePointModel": "PyCharger"})
-                    await cp.call("StatusNotification", {
-                        "connectorId": 1, "errorCode": "NoError", "status": "Available"})
-                else:
-                    await cp.call("BootNotification", {
-                        "chargingStation": {"vendorName": "Demo", "model": "PyCharger"},
-                        "reason": "PowerUp"})
-                    await cp.call("StatusNotification", {
-                        "timestamp": _now(), "connectorStatus": "Available",
-                        "evseId": 1, "connectorId": 1})
-                await cp.call("Heartbeat")
+            async with RPCClient(url, identity, protocols=[protocol], reconnect=False) as cp:
+                cp.handle(answer_as_charge_point)
+                await run_session(cp.call, protocol, serial=f"DEMO-{number:04d}",
+                                  meter_values=1)
+                sessions_done += 1
+                if sessions_done == chargers:
+                    all_done.set()
                 await finished.wait()
 
-        finished = anyio.Event()
         async with anyio.create_task_group() as tg:
             for number in range(1, chargers + 1):
                 tg.start_soon(charge_point, number)
-            with anyio.fail_after(10):
-                await all_booted.wait()
+            with anyio.fail_after(30):
+                await all_done.wait()
+            # The server-initiated call: the CSMS asks every charger for its configuration.
             for identity, client in sorted(csms.clients.items()):
                 if client.protocol == "ocpp2.0.1":
                     result = await client.call(
                         "GetBaseReport", {"requestId": 1, "reportBase": "SummaryInventory"})
                 else:
                     result = await client.call("GetConfiguration", {"key": ["HeartbeatInterval"]})
-                print(f"CSMS: {identity} answered {result}", file=out)
+                output.emit("answered", f"CSMS: {identity} answered {json.dumps(result)}",
+                            identity=identity, result=result)
             finished.set()
-    print("demo finished: every charger booted and answered the CSMS", file=out)
+    output.emit(
+        "finished",
+        output.style("demo finished: every charger booted, ran a transaction and answered "
+                     "the CSMS", GREEN),
+        chargers=chargers)
+
+
+async def demo_command(args: argparse.Namespace) -> int:
+    """``ocpp-rpc demo``."""
+    await run_demo(chargers=args.chargers, out=Output(json_lines=args.json))
+    return 0
+

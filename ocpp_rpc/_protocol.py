@@ -25,7 +25,7 @@ from ._codec import (
     encode_call_error,
     encode_error,
 )
-from .errors import RPCError, RPCFrameworkError
+from .errors import RPCError, RPCFrameworkError, RPCGenericError
 
 P = TypeVar("P")
 
@@ -47,11 +47,13 @@ class Answer(Generic[P]):
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """A valid CALL refused by the framework (its id is still being handled):
-    send `reply`; not a bad message."""
+    """A valid CALL or SEND refused by the framework, not a bad message: its id
+    is still being handled, or (`busy`) `max_inbound_calls` are being handled
+    already. Send `reply` unless it is None (a refused SEND is dropped)."""
 
-    frame: CallFrame
-    reply: str
+    frame: CallFrame | SendFrame
+    reply: str | None
+    busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +79,23 @@ class Session(Generic[P]):
     the session hands it back with the answer.
     """
 
-    def __init__(self, protocol: str | None, *, max_bad_messages: float = math.inf) -> None:
+    def __init__(
+        self,
+        protocol: str | None,
+        *,
+        max_bad_messages: float = math.inf,
+        max_inbound_calls: float = math.inf,
+    ) -> None:
         self.dialect: Dialect = dialect_for(protocol)
         self.max_bad_messages = max_bad_messages
         self.bad_message_count = 0
         self.pending: dict[str, P] = {}
-        self.handling: set[str] = set()
+        self.handling: set[str] = set()  # ids of the inbound CALLs being handled
+        self.sends_handling = 0  # inbound SENDs being handled
+        # Inbound work is bounded without ever making the reader wait (a handler
+        # may await an answer from this very peer): the excess is refused at once.
+        self.max_inbound_calls = max_inbound_calls
+        self.busy_refusals = 0  # consecutive refusals for that reason
 
     # -- outbound ------------------------------------------------------------
 
@@ -99,6 +112,15 @@ class Session(Generic[P]):
     def finish(self, message_id: str) -> None:
         """An inbound CALL has been answered (or dropped)."""
         self.handling.discard(message_id)
+
+    def finish_send(self) -> None:
+        """The handler of an inbound SEND has ended."""
+        self.sends_handling -= 1
+
+    @property
+    def inbound_in_progress(self) -> int:
+        """Inbound CALLs and SENDs being handled."""
+        return len(self.handling) + self.sends_handling
 
     def error_reply(self, message_id: str, error: RPCError, details: Any = None) -> str:
         """The CALLERROR for an inbound call, spelled for this dialect."""
@@ -122,10 +144,17 @@ class Session(Generic[P]):
                     f"Already processing a call with message ID: {frame.message_id}"
                 )
                 return Refuse(frame, encode_error(frame.message_id, error, self.dialect))
+            if self.inbound_in_progress >= self.max_inbound_calls:
+                return self._busy(frame)
+            self.busy_refusals = 0
             self.handling.add(frame.message_id)
             return Dispatch(frame)
         if isinstance(frame, SendFrame):
             self.bad_message_count = 0
+            if self.inbound_in_progress >= self.max_inbound_calls:
+                return self._busy(frame)
+            self.busy_refusals = 0
+            self.sends_handling += 1
             return Dispatch(frame)
         pending = self.pending.pop(frame.message_id, None)
         if pending is None:
@@ -136,6 +165,15 @@ class Session(Generic[P]):
             return self._bad(error, None, unexpected=frame)
         self.bad_message_count = 0
         return Answer(pending, frame)
+
+    def _busy(self, frame: CallFrame | SendFrame) -> Refuse:
+        self.busy_refusals += 1
+        if isinstance(frame, SendFrame):
+            return Refuse(frame, None, busy=True)
+        error = RPCGenericError(
+            f"Too many inbound calls in progress ({self.max_inbound_calls:g}); try again later"
+        )
+        return Refuse(frame, encode_error(frame.message_id, error, self.dialect), busy=True)
 
     def _bad(
         self,

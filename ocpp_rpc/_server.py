@@ -1,37 +1,37 @@
-"""`RPCServer`: accepts OCPP-J clients after an auth hook; `ServerClient`."""
+"""`RPCServer`: accepts OCPP-J clients after an auth hook; `ServerClient`.
+
+Every way a WebSocket upgrade can reach the server (our own listener, an ASGI
+host, a trio-websocket request) is an `Upgrade`; `RPCServer._serve_upgrade` is
+the one path from there through the limits, the auth hook and subprotocol
+selection to a running `ServerClient`.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import logging
 import math
-import re
 import ssl
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
-from urllib.parse import parse_qsl, unquote
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from . import _websocket
-from ._client import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    HANDSHAKE_TIMEOUT,
-    Options,
-    RPCClient,
-    State,
-    check_close_code,
-)
+from ._client import DEFAULT_MAX_MESSAGE_SIZE, Options, RPCClient, State, check_close_code
 from ._events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
 from ._handlers import H, Handler, Handlers
+from ._handshake import Accept as Accept
+from ._handshake import Handshake as Handshake
+from ._handshake import Headers as Headers
+from ._handshake import Reject as Reject
+from ._handshake import make_handshake
 from ._transport import Transport
 from ._validation import Validator
 
@@ -40,77 +40,36 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from typing_extensions import Self
 
+if TYPE_CHECKING:
+    from .asgi import ASGIApp
+
 logger = logging.getLogger("ocpp_rpc")
 
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_BASIC = re.compile(r"^\s*basic\s+([A-Za-z0-9+/._~-]+=*)\s*$", re.IGNORECASE)
+#: Default seconds a new connection gets for its TLS handshake and HTTP upgrade request.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Default maximum size in bytes of an upgrade request's request line and headers.
+DEFAULT_MAX_HEADER_SIZE = 16384
+# Bound on answering a peer that is being dropped (it may not be reading).
+_REFUSAL_SEND_TIMEOUT = 1.0
 
 
-class Headers(Mapping[str, str]):
-    """Request headers, looked up case-insensitively; repeated ones joined with ", "."""
+class Upgrade(Protocol):
+    """One WebSocket upgrade request awaiting its answer, however it arrived."""
 
-    __slots__ = ("_items", "_map")
+    #: Whether the server's keep-alive pings apply (False where the host pings).
+    keepalive: bool
 
-    def __init__(self, items: Sequence[tuple[str, str]]) -> None:
-        self._items = tuple(items)
-        merged: dict[str, str] = {}
-        for name, value in self._items:
-            key = name.lower()
-            merged[key] = f"{merged[key]}, {value}" if key in merged else value
-        self._map = merged
+    def handshake(self) -> Handshake:
+        """The request as a Handshake; ValueError if its identity is malformed."""
+        ...
 
-    def __getitem__(self, name: str) -> str:
-        return self._map[name.lower()]
+    async def accept(self, subprotocol: str | None) -> Transport:
+        """Complete the upgrade; WebSocketClosed if the peer went away."""
+        ...
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._map
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def raw_items(self) -> tuple[tuple[str, str], ...]:
-        """Every header line as received (lower-cased names), repeats included."""
-        return self._items
-
-    def __repr__(self) -> str:
-        return f"Headers({self._map!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class Handshake:
-    """What the server knows of a client asking to connect (the auth hook's input)."""
-
-    identity: str
-    endpoint: str
-    protocols: tuple[str, ...]
-    remote_address: tuple[str, int] | None
-    headers: Headers
-    query: Mapping[str, str]
-    password: bytes | None
-    peer_certificate: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Accept the client; `session` is kept on `ServerClient.session`, `protocol`
-    (one the client offered) overrides the server's choice."""
-
-    session: Any = None
-    protocol: str | None = None
-
-
-class Reject(Exception):
-    """Raise from the auth hook to refuse the upgrade with an HTTP `status`."""
-
-    def __init__(self, status: int = 400, message: str = "") -> None:
-        if not 400 <= status <= 599:
-            raise ValueError("Reject needs an HTTP error status (400-599)")
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
+    async def reject(self, status: int, message: str) -> None:
+        """Refuse the upgrade with an HTTP `status` (never raises)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +136,18 @@ class RPCServer:
 
     ``async with RPCServer(...) as server:`` owns every listener and client;
     leaving the block closes them all.
+
+    Limits against hostile or broken peers (each refusal fires
+    `upgrade_aborted` and is logged):
+
+    - `handshake_timeout`: seconds a new connection has for its TLS handshake
+      and its HTTP upgrade request (not the auth hook); then it gets 408 (if
+      the TLS handshake is done) and is dropped.
+    - `max_header_size`: bytes of request line + headers; beyond: 431.
+    - `max_message_size`: bytes of one inbound message; beyond: close 1009.
+    - `max_connections`: WebSocket connections at once, upgrades in progress
+      included (None: no limit); beyond: 503. A client that replaces its own
+      older connection (same identity) is not refused.
     """
 
     def __init__(
@@ -192,9 +163,24 @@ class RPCServer:
         strict_mode: bool | Sequence[str] = False,
         strict_mode_validators: Sequence[Validator] = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_connections: int | None = None,
     ) -> None:
         if isinstance(protocols, str):
             raise TypeError("protocols must be a sequence of str, not a str")
+        if not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive")
+        if max_header_size < 1:
+            raise ValueError("max_header_size must be positive")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be positive (or None: unlimited)")
+        self._handshake_timeout = handshake_timeout
+        self._max_header_size = max_header_size
+        self._max_connections = max_connections
+        self._connection_count = 0  # upgrades past the capacity check + running clients
+        self._host_keepalive_options: Options | None = None
+        self._asgi_app: ASGIApp | None = None
         self._options = Options(
             protocols=tuple(protocols),
             call_timeout=call_timeout,
@@ -265,6 +251,17 @@ class RPCServer:
     def clients(self) -> Mapping[str, ServerClient]:
         """Connected clients by identity (read-only)."""
         return MappingProxyType(self._clients)
+
+    @property
+    def asgi_app(self) -> ASGIApp:
+        """An ASGI 3 application serving this server's endpoint inside another
+        web server (see `ocpp_rpc.asgi`). The server's ``async with`` block must
+        be running while it serves (e.g. in the host application's lifespan)."""
+        if self._asgi_app is None:
+            from .asgi import ASGIApp
+
+            self._asgi_app = ASGIApp(self)
+        return self._asgi_app
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -360,93 +357,173 @@ class RPCServer:
     ) -> None:
         try:
             async with stream:
-                accepted = None
-                # close() cancels connections still in their TLS handshake,
-                # upgrade or auth hook.
+                upgrade = None
+                # close() cancels connections still in their TLS handshake or upgrade.
                 with anyio.CancelScope() as upgrading:
                     self._upgrade_scopes.add(upgrading)
                     try:
-                        if ssl_context is not None:
-                            with anyio.fail_after(HANDSHAKE_TIMEOUT):
-                                stream = await TLSStream.wrap(
-                                    stream,
-                                    server_side=True,
-                                    ssl_context=ssl_context,
-                                    standard_compatible=False,
-                                )
-                        accepted = await self._accept(stream)
+                        upgrade = await self._read_upgrade(stream, ssl_context)
                     finally:
                         self._upgrade_scopes.discard(upgrading)
-                if accepted is not None:
-                    await self._run_client(*accepted)
+                if upgrade is not None:
+                    await self._serve_upgrade(upgrade)
         except Exception:  # one bad connection must never take the server down
             logger.exception("error while serving a connection")
 
-    def _refused(self, identity: str | None, status: int, reason: str) -> None:
-        logger.info("upgrade refused (%s %s) for %r", status, reason, identity)
-        self._observers.emit("upgrade_aborted", UpgradeAbortedEvent(identity, status, reason))
-
-    async def _accept(self, stream: ByteStream) -> tuple[ServerClient, _websocket.WebSocket] | None:
-        """Read and answer the upgrade request; the accepted client, else None."""
-        if self._closing:
-            return None
-        request: _websocket.UpgradeRequest | None = None
-        with anyio.move_on_after(HANDSHAKE_TIMEOUT):
+    async def _read_upgrade(
+        self, stream: ByteStream, ssl_context: ssl.SSLContext | None
+    ) -> _StreamUpgrade | None:
+        """TLS handshake and upgrade request within `handshake_timeout`; None if refused."""
+        tls_done = ssl_context is None
+        with anyio.move_on_after(self._handshake_timeout):
             try:
-                request = await _websocket.read_upgrade_request(stream)
-            except _websocket.HandshakeRefused as exc:
+                if ssl_context is not None:
+                    stream = await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=ssl_context,
+                        standard_compatible=False,
+                    )
+                    tls_done = True
+                request = await _websocket.read_upgrade_request(
+                    stream, max_header_size=self._max_header_size
+                )
+                return _StreamUpgrade(stream, request, self._options.max_message_size)
+            except _websocket.HandshakeRefused as exc:  # answered already (404, 400, 431)
                 if not isinstance(exc, _websocket.HandshakeAborted):
                     self._refused(None, exc.status, exc.message)
                 return None
-        if request is None:
-            self._refused(None, 408, "handshake timeout")
+            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                if not tls_done:  # a bad certificate, a port scan, plain HTTP on a TLS port...
+                    error = exc.__cause__ or exc
+                    logger.info(
+                        "TLS handshake with %s failed: %s",
+                        _remote_address(stream), str(error) or type(error).__name__,
+                    )
+                return None
+        self._refused(None, 408, "handshake timeout")
+        if tls_done:
+            with anyio.move_on_after(_REFUSAL_SEND_TIMEOUT):
+                await _websocket.reject_upgrade(stream, 408, "handshake timeout\n")
+        return None
+
+    def _refused(self, identity: str | None, status: int, reason: str) -> None:
+        log = logger.warning if status >= 500 else logger.info  # 5xx: the operator's to fix
+        log("upgrade refused (%s %s) for %r", status, reason, identity)
+        self._observers.emit("upgrade_aborted", UpgradeAbortedEvent(identity, status, reason))
+
+    async def _serve_upgrade(self, upgrade: Upgrade) -> None:
+        """The one path from an upgrade request to a running ServerClient:
+        limits, auth hook, subprotocol selection, then the client until it ends."""
+        admitted = None
+        try:
+            # close() cancels upgrades still in the auth hook or being answered.
+            with anyio.CancelScope() as upgrading:
+                self._upgrade_scopes.add(upgrading)
+                try:
+                    admitted = await self._admit(upgrade)
+                finally:
+                    self._upgrade_scopes.discard(upgrading)
+            if admitted is not None:
+                await self._run_client(*admitted)
+        finally:
+            if admitted is not None:
+                self._connection_count -= 1
+
+    async def _admit(self, upgrade: Upgrade) -> tuple[ServerClient, Transport] | None:
+        """Decide on an upgrade and answer it: the accepted client, holding one
+        connection slot; else None (the refusal is answered and reported)."""
+        identity: str | None = None
+        try:
+            if self._task_group is None:
+                logger.error(
+                    "a connection arrived while the RPCServer is not running"
+                    " (enter `async with server:`, e.g. in the app's lifespan)"
+                )
+                raise Reject(500, "the RPC server is not running")
+            try:
+                handshake = upgrade.handshake()
+            except ValueError as exc:
+                raise Reject(400, str(exc)) from None
+            identity = handshake.identity
+            if self._closing:
+                raise Reject(503, "server closing")
+            if self._over_capacity(identity):
+                raise Reject(503, "too many connections")
+        except Reject as exc:
+            await self._refuse(upgrade, identity, exc)
+            return None
+        self._connection_count += 1
+        admitted = None
+        try:
+            admitted = await self._authorize_and_accept(upgrade, handshake)
+        finally:
+            if admitted is None:
+                self._connection_count -= 1
+        return admitted
+
+    def _over_capacity(self, identity: str) -> bool:
+        limit = self._max_connections
+        # A reconnect that will replace its own stale connection is let in.
+        return limit is not None and self._connection_count >= limit and (
+            identity not in self._clients
+        )
+
+    async def _authorize_and_accept(
+        self, upgrade: Upgrade, handshake: Handshake
+    ) -> tuple[ServerClient, Transport] | None:
+        try:
+            session, protocol = await self._authorize(handshake)
+            if self._closing:
+                raise Reject(503, "server closing")
+        except Reject as exc:
+            await self._refuse(upgrade, handshake.identity, exc)
             return None
         try:
-            handshake = _make_handshake(stream, request)
-        except ValueError as exc:
-            self._refused(None, 400, str(exc))
-            await _websocket.reject_upgrade(stream, 400, f"{exc}\n")
+            transport = await upgrade.accept(protocol)
+        except _websocket.WebSocketClosed:
+            logger.info("%r went away during the upgrade", handshake.identity)
             return None
+        options = self._options if upgrade.keepalive else self._options_for_hosted()
+        return ServerClient(self, handshake, session, options, protocol), transport
+
+    async def _refuse(self, upgrade: Upgrade, identity: str | None, reject: Reject) -> None:
+        self._refused(identity, reject.status, reject.message)
+        with anyio.move_on_after(_REFUSAL_SEND_TIMEOUT):
+            await upgrade.reject(reject.status, reject.message)
+
+    async def _authorize(self, handshake: Handshake) -> tuple[Any, str | None]:
+        """Run the auth hook and pick the subprotocol: (session, protocol), or Reject."""
         accept: Accept | None = None
         try:
             if self._auth is not None:
                 accept = await self._auth(handshake)
-        except Reject as exc:
-            self._refused(handshake.identity, exc.status, exc.message)
-            await _websocket.reject_upgrade(stream, exc.status, exc.message)
-            return None
+        except Reject:
+            raise
         except Exception as exc:
             logger.exception("auth callback raised for %r", handshake.identity)
             self._observers.emit("error", exc)
-            self._refused(handshake.identity, 500, "auth callback failed")
-            await _websocket.reject_upgrade(stream, 500, "Internal Server Error")
-            return None
+            raise Reject(500, "Internal Server Error") from None
         if accept is None:
             accept = Accept()
         protocol = accept.protocol
         if protocol is None:
             protocol = next((p for p in self._options.protocols if p in handshake.protocols), None)
             if protocol is None and self._options.protocols and self._auth is None:
-                reason = "no mutually agreed subprotocol"
-                self._refused(handshake.identity, 400, reason)
-                await _websocket.reject_upgrade(stream, 400, reason)
-                return None
+                raise Reject(400, "no mutually agreed subprotocol")
         elif protocol not in handshake.protocols:
-            reason = f"client did not offer subprotocol {protocol!r}"
-            self._refused(handshake.identity, 400, reason)
-            await _websocket.reject_upgrade(stream, 400, reason)
-            return None
-        if self._closing:
-            await _websocket.reject_upgrade(stream, 503, "server closing")
-            return None
-        ws = await _websocket.accept_upgrade(
-            stream, request, subprotocol=protocol,
-            max_message_size=self._options.max_message_size,
-        )
-        return ServerClient(self, handshake, accept.session, self._options, protocol), ws
+            raise Reject(400, f"client did not offer subprotocol {protocol!r}")
+        return accept.session, protocol
 
-    async def _run_client(self, client: ServerClient, ws: _websocket.WebSocket) -> None:
+    def _options_for_hosted(self) -> Options:
+        """The client options where the host server does the keep-alive pings (ASGI)."""
+        if self._host_keepalive_options is None:
+            self._host_keepalive_options = self._options.updated({"ping_interval": None})
+        return self._host_keepalive_options
+
+    async def _run_client(self, client: ServerClient, transport: Transport) -> None:
         identity = client.identity
+        if self._closing:  # close() started while this client was being accepted
+            await transport.close(1001, "server closing")
+            return
         stale = self._clients.get(identity)
         self._clients[identity] = client
         self._all_clients.add(client)
@@ -456,52 +533,53 @@ class RPCServer:
             )
         try:
             self._observers.emit("client", client)
-            await client._serve_accepted(ws, self._on_client)
+            await client._serve_accepted(transport, self._on_client)
         finally:
             self._all_clients.discard(client)
             if self._clients.get(identity) is client:
                 del self._clients[identity]
+            result = client._close_result
+            if result is not None:
+                logger.info("%r disconnected (%s %s)", identity, result.code, result.reason)
 
 
-def _make_handshake(stream: ByteStream, request: _websocket.UpgradeRequest) -> Handshake:
-    """The Handshake of an upgrade request; ValueError for a malformed identity."""
-    endpoint, _, raw_identity = request.path.rpartition("/")
-    if not raw_identity:
-        raise ValueError("missing identity (the last path segment)")
-    if _BAD_PERCENT.search(raw_identity):
-        raise ValueError("malformed percent-encoding in the identity")
-    try:
-        identity = unquote(raw_identity, errors="strict")
-    except UnicodeDecodeError:
-        raise ValueError("the identity is not UTF-8") from None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in identity):
-        raise ValueError("control characters in the identity")
-    headers = Headers(request.headers)
-    password = None
-    authorization = headers.get("authorization")
-    if authorization:
-        match = _BASIC.match(authorization)
-        if match:
-            try:
-                user_pass = base64.b64decode(match.group(1), validate=False)
-            except (binascii.Error, ValueError):
-                user_pass = b""
-            prefix = identity.encode() + b":"
-            if user_pass.startswith(prefix):
-                password = user_pass[len(prefix):]
+class _StreamUpgrade:
+    """An upgrade request read by our own HTTP/1.1 reader from a TCP/TLS stream."""
+
+    keepalive = True
+
+    def __init__(
+        self, stream: ByteStream, request: _websocket.UpgradeRequest, max_message_size: int
+    ) -> None:
+        self._stream = stream
+        self._request = request
+        self._max_message_size = max_message_size
+
+    def handshake(self) -> Handshake:
+        request, stream = self._request, self._stream
+        return make_handshake(
+            path=request.path,
+            query_string=request.query_string,
+            headers=request.headers,
+            protocols=request.subprotocols,
+            remote_address=_remote_address(stream),
+            peer_certificate=stream.extra(TLSAttribute.peer_certificate, None),
+            peer_certificate_der=stream.extra(TLSAttribute.peer_certificate_binary, None),
+        )
+
+    async def accept(self, subprotocol: str | None) -> Transport:
+        return await _websocket.accept_upgrade(
+            self._stream, self._request, subprotocol=subprotocol,
+            max_message_size=self._max_message_size,
+        )
+
+    async def reject(self, status: int, message: str) -> None:
+        await _websocket.reject_upgrade(self._stream, status, message)
+
+
+def _remote_address(stream: ByteStream) -> tuple[str, int] | None:
     try:
         remote = stream.extra(SocketAttribute.remote_address)
-        remote_address = (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None
     except Exception:
-        remote_address = None
-    peer_certificate = stream.extra(TLSAttribute.peer_certificate, None)
-    return Handshake(
-        identity=identity,
-        endpoint=endpoint or "/",
-        protocols=request.subprotocols,
-        remote_address=remote_address,
-        headers=headers,
-        query=MappingProxyType(dict(parse_qsl(request.query_string, keep_blank_values=True))),
-        password=password,
-        peer_certificate=peer_certificate,
-    )
+        return None
+    return (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None
