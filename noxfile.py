@@ -97,6 +97,17 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """benchmarks/bench.py: ocpp_rpc (asyncio, uvloop, trio) side by side with Node
+    ocpp-rpc, mobilityhouse ocpp + websockets and a bare websockets echo; prints
+    one table. Not a default session. Pass options after `--`, e.g.
+    `nox -s bench -- --runs 5 --conns 10000`."""
+    session.install("-e", ".[trio,uvloop]")
+    env = install_interop(session)
+    session.run("python", "benchmarks/bench.py", *session.posargs, env=env)
+
+
+@nox.session
 def soak(session: nox.Session) -> None:
     """The long soak tests (`pytest -m soak`, both backends: 1,000-client reconnect
     storm, 10,000 connect/disconnect cycles), then benchmarks/soak.py at its

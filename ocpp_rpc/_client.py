@@ -25,6 +25,7 @@ from ._connection import Connection
 from ._events import CloseResult, ClosingEvent, ConnectingEvent, Observer, Observers, OpenEvent
 from ._handlers import H, Handler, Handlers
 from ._reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
+from ._slots import CallSlots
 from ._transport import Transport
 from ._validation import Validator, resolve_validators
 from .errors import ConnectError, ConnectionClosed
@@ -188,7 +189,7 @@ class RPCClient:
         self._connected_once = False
         self._connection: Connection | None = None
         self._task_group: TaskGroup | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: CallSlots | None = None
         self._state_changed: anyio.Event | None = None
         self._closed: anyio.Event | None = None
         self._close_started = False
@@ -256,7 +257,7 @@ class RPCClient:
             options["strict_mode"] = tuple(options["strict_mode"])
         self._options = self._options.updated(options)
         if self._limiter is not None:
-            self._limiter.total_tokens = self._options.call_concurrency
+            self._limiter.total = self._options.call_concurrency
         if "ping_interval" in options and self._connection is not None:
             self._connection.restart_pinger()
 
@@ -269,7 +270,7 @@ class RPCClient:
             self._state_changed = anyio.Event()
 
     def _init_primitives(self) -> None:
-        self._limiter = anyio.CapacityLimiter(self._options.call_concurrency)
+        self._limiter = CallSlots(self._options.call_concurrency)
         self._state_changed = anyio.Event()
         self._closed = anyio.Event()
         self._close_started = False
@@ -399,6 +400,7 @@ class RPCClient:
             self._observers.emit("open", OpenEvent(self._protocol))
         try:
             if self._close_started:
+                connection.discard()
                 await transport.close(*(self._close_result or (1000, "")))
                 return self._close_result or CloseResult(1000, "")
             return await connection.run(first)
@@ -479,11 +481,14 @@ class RPCClient:
         if timeout is None:
             timeout = self._options.call_timeout
         async with self._limiter:
-            with anyio.fail_after(timeout) as waiting:
-                connection = await self._wait_open()
-            return await connection.call(
-                method, params, no_reply=no_reply, deadline=waiting.deadline
-            )
+            connection = self._connection
+            if self._state is State.OPEN and connection is not None:
+                deadline = anyio.current_time() + timeout  # no scope needed: nothing to wait for
+            else:
+                with anyio.fail_after(timeout) as waiting:
+                    connection = await self._wait_open()
+                deadline = waiting.deadline
+            return await connection.call(method, params, no_reply=no_reply, deadline=deadline)
 
     async def send(self, method: str, params: Any = None) -> None:
         """OCPP 2.1 SEND (message type 6): never answered, not limited by

@@ -134,6 +134,11 @@ class Connection:
             self._close_done.set()
         return result
 
+    def discard(self) -> None:
+        """Release a connection that will never run (closed while connecting)."""
+        self._outbox_send.close()
+        self._outbox_receive.close()
+
     async def _run_first(self, first: Callable[[], Awaitable[None]]) -> None:
         assert self._task_group is not None
         # Scheduled now, but it cannot run before `first` reaches its first await.
@@ -202,10 +207,7 @@ class Connection:
                         ),
                     )
                 if self._task_group is not None:
-                    self._idle = anyio.Event() if self._idle.is_set() else self._idle
-                    scope = anyio.CancelScope()
-                    self._handler_scopes.add(scope)
-                    self._task_group.start_soon(self._handle, frame, scope)
+                    await self._dispatch(frame)
             elif type(received) is Answer:
                 frame_ = received.frame
                 if events.wants("response"):
@@ -280,48 +282,94 @@ class Connection:
 
     # -- inbound calls -------------------------------------------------------------
 
-    async def _handle(self, frame: CallFrame | SendFrame, scope: anyio.CancelScope) -> None:
+    async def _dispatch(self, frame: CallFrame | SendFrame) -> None:
+        """Handle an inbound CALL or SEND. The handler is called right here: a
+        synchronous one (the common case) costs no task, and its answer is
+        written by the reader; an awaitable outcome is awaited in a task of its
+        own, in a cancel scope that closing the connection cancels."""
         is_call = type(frame) is CallFrame
-        message_id, method, params = frame.message_id, frame.method, frame.params
-        owner, events = self.owner, self.events
+        reply: str | None = None
+        try:
+            outcome = self._call_handler(frame, is_call)
+            if inspect.isawaitable(outcome):
+                assert self._task_group is not None
+                self._idle = anyio.Event() if self._idle.is_set() else self._idle
+                scope = anyio.CancelScope()
+                self._handler_scopes.add(scope)
+                self._task_group.start_soon(self._handle, frame, scope, outcome)
+                return
+            reply = self._outcome_reply(frame, is_call, outcome)
+        except Exception as exc:
+            reply = self._failure_reply(frame, is_call, exc)
+        try:
+            if is_call and reply is not None:
+                await self._send_reply(reply)
+        finally:
+            self._finish_inbound(frame, is_call)
+
+    async def _handle(
+        self, frame: CallFrame | SendFrame, scope: anyio.CancelScope, outcome: Awaitable[Any]
+    ) -> None:
+        is_call = type(frame) is CallFrame
         reply: str | None = None
         try:
             with scope:
                 try:
-                    if self.validator is not None:
-                        self._check_inbound(frame, is_call)
-                    handler = owner._find_handler(method)
-                    if handler is None:
-                        raise RPCNotImplementedError(f"Unable to handle '{method}' calls")
-                    outcome = handler(Call(method, params, message_id, self.protocol, owner))
-                    if inspect.isawaitable(outcome):
-                        outcome = await outcome
-                    if is_call and outcome is not NOREPLY:
-                        if self.validator is not None:
-                            self._check_outbound_result(message_id, method, outcome)
-                        reply = self._result_reply(message_id, outcome)
-                        if events.wants("call_result"):
-                            events.emit(
-                                "call_result",
-                                CallResultEvent(False, message_id, method, params, outcome),
-                            )
-                except RPCError as error:
-                    reply = self._error_reply(message_id, method, params, error, error.details)
+                    reply = self._outcome_reply(frame, is_call, await outcome)
                 except Exception as exc:
-                    if not is_call:
-                        logger.exception("handler of SEND %r raised", method)
-                    reply = self._internal_error_reply(message_id, method, params, exc)
+                    reply = self._failure_reply(frame, is_call, exc)
             if is_call and reply is not None and not scope.cancelled_caught:
-                if events.wants("response"):
-                    events.emit("response", PayloadEvent(True, json.loads(reply)))
-                await self._reply(reply)
+                await self._send_reply(reply)
         finally:
             self._handler_scopes.discard(scope)
-            if is_call:
-                self.session.finish(message_id)
-            else:
-                self.session.finish_send()
-            self._check_idle()
+            self._finish_inbound(frame, is_call)
+
+    def _call_handler(self, frame: CallFrame | SendFrame, is_call: bool) -> Any:
+        """Validate (strict mode), find the handler and call it; its outcome."""
+        if self.validator is not None:
+            self._check_inbound(frame, is_call)
+        owner, method = self.owner, frame.method
+        handler = owner._find_handler(method)
+        if handler is None:
+            raise RPCNotImplementedError(f"Unable to handle '{method}' calls")
+        return handler(Call(method, frame.params, frame.message_id, self.protocol, owner))
+
+    def _outcome_reply(
+        self, frame: CallFrame | SendFrame, is_call: bool, outcome: Any
+    ) -> str | None:
+        """The CALLRESULT for a handler's outcome (None: nothing to send)."""
+        if not is_call or outcome is NOREPLY:
+            return None
+        message_id, method = frame.message_id, frame.method
+        if self.validator is not None:
+            self._check_outbound_result(message_id, method, outcome)
+        reply = self._result_reply(message_id, outcome)
+        if self.events.wants("call_result"):
+            self.events.emit(
+                "call_result", CallResultEvent(False, message_id, method, frame.params, outcome)
+            )
+        return reply
+
+    def _failure_reply(self, frame: CallFrame | SendFrame, is_call: bool, exc: Exception) -> str:
+        """The CALLERROR for a handler that raised (call it in the `except` block)."""
+        message_id, method, params = frame.message_id, frame.method, frame.params
+        if isinstance(exc, RPCError):
+            return self._error_reply(message_id, method, params, exc, exc.details)
+        if not is_call:
+            logger.exception("handler of SEND %r raised", method)
+        return self._internal_error_reply(message_id, method, params, exc)
+
+    async def _send_reply(self, reply: str) -> None:
+        if self.events.wants("response"):
+            self.events.emit("response", PayloadEvent(True, json.loads(reply)))
+        await self._reply(reply)
+
+    def _finish_inbound(self, frame: CallFrame | SendFrame, is_call: bool) -> None:
+        if is_call:
+            self.session.finish(frame.message_id)
+        else:
+            self.session.finish_send()
+        self._check_idle()
 
     def _check_inbound(self, frame: CallFrame | SendFrame, is_call: bool) -> None:
         """Strict mode: an invalid inbound CALL raises (answered with its code);
@@ -486,8 +534,11 @@ class Connection:
                             "[%s] the peer took no frame for %ss: dropping the connection",
                             self.owner.identity, write_timeout,
                         )
-                        await transport.abort()
+                        # Recorded before the abort, which the reader would report as a
+                        # plain 1006.
                         self._end(CloseResult(1006, "write timeout"))
+                        with anyio.CancelScope(shield=True):
+                            await transport.abort()
                         return
                     if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
                         logger.debug("[%s] send %s", self.owner.identity, frame)
@@ -526,8 +577,10 @@ class Connection:
                         return
                 if timeout.cancelled_caught:
                     logger.warning("no pong within %ss: dropping the connection", interval)
-                    await self.transport.abort()
+                    # Recorded before the abort, which the reader would report as a plain 1006.
                     self._end(CloseResult(1006, "ping timeout"))
+                    with anyio.CancelScope(shield=True):
+                        await self.transport.abort()
                     return
                 self.events.emit("ping", PingEvent(anyio.current_time() - started))
 
