@@ -128,6 +128,9 @@ class Connection:
                     tg.start_soon(self._run_first, first)
         finally:
             self._outbox_send.close()
+            if self.closed is None:  # cancelled from outside: nothing closed the transport
+                with anyio.CancelScope(shield=True):
+                    await self.transport.abort()
             result = self.closed or CloseResult(1006, "")
             self.closed = result
             self._fail_pending(ConnectionClosed(*result))
@@ -594,7 +597,13 @@ class Connection:
             self.closing = CloseResult(code, reason)
             # Runs in the connection's task group so that it completes even if the
             # caller is a handler of this connection, which the close cancels.
-            self._task_group.start_soon(self._close, code, reason, await_pending, force)
+            closing = self._close(code, reason, await_pending, force)
+            try:
+                self._task_group.start_soon(lambda: closing, name="ocpp_rpc close")
+            except RuntimeError:
+                # The task group is winding down, cancelled from outside (e.g. the
+                # scope around `async with` this client): run() drops the transport.
+                closing.close()
         await self._close_done.wait()
         assert self.closed is not None
         return self.closed

@@ -24,7 +24,15 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from . import _websocket
-from ._client import DEFAULT_MAX_MESSAGE_SIZE, Options, RPCClient, State, check_close_code
+from ._client import (
+    DEFAULT_MAX_INBOUND_CALLS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_WRITE_TIMEOUT,
+    Options,
+    RPCClient,
+    State,
+    check_close_code,
+)
 from ._events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
 from ._handlers import H, Handler, Handlers
 from ._handshake import Accept as Accept
@@ -166,6 +174,8 @@ class RPCServer:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
         max_connections: int | None = None,
+        max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         if isinstance(protocols, str):
             raise TypeError("protocols must be a sequence of str, not a str")
@@ -192,6 +202,8 @@ class RPCServer:
             strict_mode=strict_mode if isinstance(strict_mode, bool) else tuple(strict_mode),
             strict_mode_validators=tuple(strict_mode_validators),
             max_message_size=max_message_size,
+            max_inbound_calls=max_inbound_calls,
+            write_timeout=write_timeout,
             reconnect=False,
         )
         self._handlers = Handlers()

@@ -735,11 +735,12 @@ async def our_endpoint(scenario: Scenario) -> AsyncIterator[tuple[RPCClient, Raw
     common: dict[str, Any] = {
         "ping_interval": None, "max_bad_messages": scenario.max_bad,
         "call_concurrency": scenario.call_concurrency, "call_timeout": 30,
+        "max_inbound_calls": scenario.max_inbound,
     }
     if scenario.end == "client":
         async with raw_server(subprotocol=scenario.protocol) as srv:
             client = RPCClient(srv.url, "CP1", protocols=offered(scenario.protocol),
-                               reconnect=False, max_inbound_calls=scenario.max_inbound, **common)
+                               reconnect=False, **common)
             scenario.observe(client)
             async with client:
                 yield client, await srv.accept()
@@ -795,7 +796,5 @@ def test_random_scripts_keep_every_invariant(
     backend: str, end: str, script: list[Op], protocol: str, max_bad: float,
     max_inbound: int, call_concurrency: int,
 ) -> None:
-    if end == "server":
-        max_inbound = 100  # RPCServer has no max_inbound_calls argument yet: the default
     scenario = Scenario(end, protocol, max_bad, max_inbound, call_concurrency)
     anyio.run(run_script, scenario, script, backend=backend)
