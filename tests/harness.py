@@ -109,6 +109,26 @@ async def _part(peer: RawPeer) -> None:
     await peer.drop()
 
 
+class Accepted:
+    """The server's accepted clients, in order (from its `client` event)."""
+
+    def __init__(self, server: RPCServer) -> None:
+        self.clients: list[ServerClient] = []
+        self._changed = anyio.Event()
+        server.on("client", self._on_client)
+
+    def _on_client(self, client: ServerClient) -> None:
+        self.clients.append(client)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def nth(self, n: int) -> ServerClient:
+        """The `n`-th accepted client (from 1), once there is one."""
+        while len(self.clients) < n:
+            await self._changed.wait()
+        return self.clients[n - 1]
+
+
 class Outcome:
     """The result or exception of an awaitable run in a task."""
 

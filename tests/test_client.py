@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute
+from harness import Accepted, Outcome
 from wsproto.utilities import generate_accept_token
 
 from ocpp_rpc import (
@@ -68,27 +69,6 @@ def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
     options.setdefault("ping_interval", None)
     return RPCClient(url, identity, **options)
 
-
-class Accepted:
-    """The server's accepted clients, in order (from its `client` event)."""
-
-    def __init__(self, server: RPCServer) -> None:
-        self.clients: list[ServerClient] = []
-        self._changed = anyio.Event()
-        server.on("client", self._on_client)
-
-    def _on_client(self, client: ServerClient) -> None:
-        self.clients.append(client)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def nth(self, n: int) -> ServerClient:
-        """The `n`-th accepted client (from 1), once there is one."""
-        while len(self.clients) < n:
-            await self._changed.wait()
-        return self.clients[n - 1]
-
-
 class Recorder:
     """Records the payloads of some events of a client, in order."""
 
@@ -113,24 +93,6 @@ class Recorder:
         while len(self.of(name)) < count:
             await self._changed.wait()
         return self.of(name)
-
-
-class Outcome:
-    """The result or exception of an awaitable run in a task."""
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    async def run(self, func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
-        try:
-            self.value = await func(*args, **kwargs)
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
 
 class Blocker:
     """A handler that blocks until released (or cancelled), noting both."""

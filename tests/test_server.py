@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from harness import Accepted, Outcome
 
 from ocpp_rpc import (
     Accept,
@@ -47,44 +48,6 @@ def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
     options.setdefault("ping_interval", None)
     options.setdefault("reconnect", False)
     return RPCClient(url, identity, **options)
-
-
-class Accepted:
-    """The server's accepted clients, in order (from its `client` event)."""
-
-    def __init__(self, server: RPCServer) -> None:
-        self.clients: list[ServerClient] = []
-        self._changed = anyio.Event()
-        server.on("client", self._on_client)
-
-    def _on_client(self, client: ServerClient) -> None:
-        self.clients.append(client)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def nth(self, n: int) -> ServerClient:
-        """The `n`-th accepted client (from 1), once there is one."""
-        while len(self.clients) < n:
-            await self._changed.wait()
-        return self.clients[n - 1]
-
-
-class Outcome:
-    """The result or exception of an awaitable run in a task."""
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    async def run(self, func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
-        try:
-            self.value = await func(*args, **kwargs)
-        except Exception as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
 
 class Blocker:
     """A handler that blocks until released (or cancelled), noting both."""
