@@ -39,8 +39,7 @@ from ._events import (
 )
 from ._handlers import NOREPLY, Call
 from ._protocol import Answer, Bad, Dispatch, MessageIds, Refuse, Session
-from ._transport import Transport
-from ._websocket import WebSocketClosed
+from ._transport import Transport, WebSocketClosed
 from .errors import (
     ConnectionClosed,
     RPCError,

@@ -1,16 +1,30 @@
 """The interface every WebSocket transport satisfies (our wsproto transport,
-and later ASGI, trio-websocket and in-memory ones)."""
+the ASGI and trio-websocket adapters), and the exception they raise when closed."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
 
+class WebSocketClosed(Exception):
+    """Raised by every transport once the WebSocket is closed (or closing).
+
+    ``.code`` and ``.reason`` of the close; 1006 = the TCP connection dropped
+    without a close frame.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code, self.reason = code, reason
+
+    def __str__(self) -> str:
+        return f"WebSocket closed ({self.code}{': ' + self.reason if self.reason else ''})"
+
+
 class Transport(Protocol):
     """One open WebSocket carrying whole text/binary messages.
 
-    `receive`/`send` raise the transport's closed exception, translated by the
-    connection through `closed_info`.
+    `receive`/`send` raise `WebSocketClosed` once the connection is gone.
     """
 
     @property

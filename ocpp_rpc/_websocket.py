@@ -24,6 +24,8 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token, generate_nonce
 
+from ._transport import WebSocketClosed as WebSocketClosed
+
 _RECEIVE_SIZE = 65536
 _MAX_ERROR_BODY = 65536
 _FAIL_TIMEOUT = 2.0  # bound on sending a last Close and on a graceful TCP/TLS close
@@ -38,20 +40,6 @@ _SENDABLE_CODES = {int(c) for c in CloseReason if c not in (1005, 1006, 1015)} |
 )
 
 _Headers = Sequence[tuple[str, str]]
-
-
-class WebSocketClosed(Exception):
-    """The WebSocket is closed (or closing); ``.code`` and ``.reason`` of the close.
-
-    1006 = the TCP connection dropped without a close frame.
-    """
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(code, reason)
-        self.code, self.reason = code, reason
-
-    def __str__(self) -> str:
-        return f"WebSocket closed ({self.code}{': ' + self.reason if self.reason else ''})"
 
 
 class HandshakeError(Exception):

@@ -38,8 +38,7 @@ from urllib.parse import quote, unquote
 import anyio
 
 from ._handshake import Handshake, make_handshake
-from ._transport import Transport
-from ._websocket import WebSocketClosed
+from ._transport import Transport, WebSocketClosed
 
 if TYPE_CHECKING:
     from ._server import RPCServer

@@ -29,8 +29,7 @@ from ._client import DEFAULT_MAX_MESSAGE_SIZE, RPCClient, State
 from ._events import ConnectingEvent
 from ._handshake import Handshake, make_handshake
 from ._reconnect import NotRetryable
-from ._transport import Transport
-from ._websocket import WebSocketClosed
+from ._transport import Transport, WebSocketClosed
 
 if TYPE_CHECKING:
     from ._server import RPCServer
