@@ -258,8 +258,8 @@ class RPCClient:
         self._options = self._options.updated(options)
         if self._limiter is not None:
             self._limiter.total = self._options.call_concurrency
-        if "ping_interval" in options and self._connection is not None:
-            self._connection.restart_pinger()
+        if self._connection is not None:
+            self._connection.options_changed(options)
 
     # -- lifetime --------------------------------------------------------------------
 

@@ -93,6 +93,7 @@ class Connection:
         self.validator = None if self.protocol is None else owner._options.validators.get(
             self.protocol
         )
+        self._set_write_timeout()
         self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[str | bytes](
             WRITE_BUFFER
         )
@@ -546,6 +547,20 @@ class Connection:
                         logger.debug("[%s] send %s", self.owner.identity, frame)
         finally:
             self._writer_done.set()
+
+    # -- options -----------------------------------------------------------------------
+
+    def options_changed(self, changed: dict[str, Any]) -> None:
+        """The owner was reconfigured: apply what a live connection must pick up."""
+        if "ping_interval" in changed:
+            self.restart_pinger()
+        if "write_timeout" in changed:
+            self._set_write_timeout()
+
+    def _set_write_timeout(self) -> None:
+        # Our wsproto transport bounds its Pongs by it too (the writer bounds data frames).
+        if hasattr(self.transport, "write_timeout"):
+            self.transport.write_timeout = self.owner._options.write_timeout
 
     # -- keep-alive --------------------------------------------------------------------
 

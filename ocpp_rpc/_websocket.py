@@ -395,6 +395,9 @@ class WebSocket:
         self.subprotocol = subprotocol
         self.close_code: int | None = None
         self.close_reason = ""
+        #: Seconds a Pong may wait to be written (None: no bound). Data frames are
+        #: bounded by their sender (the connection's writer).
+        self.write_timeout: float | None = None
         self.remote_address = _address(stream, SocketAttribute.remote_address)
         self.local_address = _address(stream, SocketAttribute.local_address)
         self._conn = Connection(connection_type, trailing_data=trailing_data)
@@ -463,7 +466,7 @@ class WebSocket:
                         return "".join(cast("list[str]", parts))
                     return b"".join(cast("list[bytes]", parts))
                 elif isinstance(event, Ping):
-                    if not await self._send_control(event.response()) and self.close_code:
+                    if not await self._send_pong(event.response()) and self.close_code:
                         raise self._closed_error()
                 elif isinstance(event, Pong):
                     self._resolve_pings(event.payload)
@@ -540,6 +543,14 @@ class WebSocket:
                 await self._finish(*self._end_state())
                 return False
             return True
+
+    async def _send_pong(self, pong: Pong) -> bool:
+        """Answer a Ping within ``write_timeout``; a peer that takes no more bytes
+        is dropped (1006 "write timeout") rather than blocking the reader for good."""
+        with anyio.move_on_after(self.write_timeout):
+            return await self._send_control(pong)
+        await self._finish(1006, "write timeout", force=True)  # only reached on expiry
+        return False
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a Ping and wait for its Pong (a :meth:`receive` loop must be running).
