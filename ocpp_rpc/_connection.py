@@ -38,6 +38,7 @@ from ._events import (
     StrictValidationFailureEvent,
 )
 from ._handlers import NOREPLY, Call
+from ._outbox import Outbox, OutboxClosed
 from ._protocol import Answer, Bad, Dispatch, MessageIds, Refuse, Session
 from ._transport import Transport, WebSocketClosed
 from .errors import (
@@ -94,9 +95,7 @@ class Connection:
             self.protocol
         )
         self._set_write_timeout()
-        self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[str | bytes](
-            WRITE_BUFFER
-        )
+        self._outbox = Outbox(WRITE_BUFFER)
         self._task_group: TaskGroup | None = None
         self._handler_scopes: set[anyio.CancelScope] = set()
         self._idle = anyio.Event()  # set while no outbound call and no inbound handler is pending
@@ -127,7 +126,7 @@ class Connection:
                 else:
                     tg.start_soon(self._run_first, first)
         finally:
-            self._outbox_send.close()
+            self._outbox.close()
             if self.closed is None:  # cancelled from outside: nothing closed the transport
                 with anyio.CancelScope(shield=True):
                     await self.transport.abort()
@@ -139,8 +138,7 @@ class Connection:
 
     def discard(self) -> None:
         """Release a connection that will never run (closed while connecting)."""
-        self._outbox_send.close()
-        self._outbox_receive.close()
+        self._outbox.close()
 
     async def _run_first(self, first: Callable[[], Awaitable[None]]) -> None:
         assert self._task_group is not None
@@ -433,8 +431,8 @@ class Connection:
 
     async def _send(self, frame: str) -> None:
         try:
-            await self._outbox_send.send(frame)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._outbox.put(frame)
+        except OutboxClosed:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, ""))) from None
         if self.events.wants("message"):
             self.events.emit("message", MessageEvent(frame, True))
@@ -512,40 +510,47 @@ class Connection:
         if self.closed is not None:
             raise ConnectionClosed(*self.closed)
         try:
-            await self._outbox_send.send(text)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._outbox.put(text)
+        except OutboxClosed:
             raise ConnectionClosed(*(self.closed or (1006, ""))) from None
         if self.events.wants("message"):
             self.events.emit("message", MessageEvent(text, True))
 
     async def _writer(self) -> None:
-        transport = self.transport
+        """Write what senders queue, every frame queued meanwhile in one write."""
+        transport, outbox = self.transport, self._outbox
+        send_many = getattr(transport, "send_many", None)
         try:
-            async with self._outbox_receive:
-                async for frame in self._outbox_receive:
-                    # A peer that stopped reading blocks this send (and, through the
-                    # bounded outbox, every sender) until it is dropped here.
-                    write_timeout = self.owner._options.write_timeout
-                    with anyio.move_on_after(write_timeout) as stalled:
-                        try:
-                            await transport.send(frame)
-                        except WebSocketClosed as exc:
-                            self._end(CloseResult(exc.code, exc.reason))
-                            return
-                    if stalled.cancelled_caught:
-                        logger.warning(
-                            "[%s] the peer took no frame for %ss: dropping the connection",
-                            self.owner.identity, write_timeout,
-                        )
-                        # Recorded before the abort, which the reader would report as a
-                        # plain 1006.
-                        self._end(CloseResult(1006, "write timeout"))
-                        with anyio.CancelScope(shield=True):
-                            await transport.abort()
+            while (frames := await outbox.take()) is not None:
+                # A peer that stopped reading blocks this send (and, through the
+                # bounded outbox, every sender) until it is dropped here.
+                write_timeout = self.owner._options.write_timeout
+                with anyio.move_on_after(write_timeout) as stalled:
+                    try:
+                        if send_many is not None:
+                            await send_many(frames)
+                        else:
+                            for frame in frames:
+                                await transport.send(frame)
+                    except WebSocketClosed as exc:
+                        self._end(CloseResult(exc.code, exc.reason))
                         return
-                    if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
+                if stalled.cancelled_caught:
+                    logger.warning(
+                        "[%s] the peer took no frame for %ss: dropping the connection",
+                        self.owner.identity, write_timeout,
+                    )
+                    # Recorded before the abort, which the reader would report as a
+                    # plain 1006.
+                    self._end(CloseResult(1006, "write timeout"))
+                    with anyio.CancelScope(shield=True):
+                        await transport.abort()
+                    return
+                if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
+                    for frame in frames:
                         logger.debug("[%s] send %s", self.owner.identity, frame)
         finally:
+            self._outbox.close()
             self._writer_done.set()
 
     # -- options -----------------------------------------------------------------------
@@ -634,7 +639,7 @@ class Connection:
             await self.transport.abort()
             self._end(CloseResult(1006, ""))
             return
-        self._outbox_send.close()  # let the writer flush what is queued, then stop
+        self._outbox.close()  # let the writer flush what is queued, then stop
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(CLOSE_TIMEOUT):
                 await self._writer_done.wait()

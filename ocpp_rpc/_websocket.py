@@ -521,6 +521,22 @@ class WebSocket:
                 await self._finish(*self._end_state())
                 raise self._closed_error() from None
 
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Send several messages, in order, in one write to the stream."""
+        async with self._write_lock:
+            if self._conn.state is not _OPEN:
+                raise self._closed_error()
+            send = self._conn.send
+            data = b"".join([
+                send(TextMessage(data=m) if isinstance(m, str) else BytesMessage(data=m))
+                for m in messages
+            ])
+            try:
+                await self.stream.send(data)
+            except _STREAM_ERRORS:
+                await self._finish(*self._end_state())
+                raise self._closed_error() from None
+
     async def _send_control(self, event: Event) -> bool:
         """Send a Ping/Pong/Close if the state still allows it (else return False).
 
