@@ -24,6 +24,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token, generate_nonce
 
+from ._aiostream import faster
 from ._transport import WebSocketClosed as WebSocketClosed
 
 _RECEIVE_SIZE = 65536
@@ -391,7 +392,7 @@ class WebSocket:
         max_message_size: int = 2**24,
         trailing_data: bytes = b"",
     ) -> None:
-        self.stream = stream
+        self.stream = faster(stream)
         self.subprotocol = subprotocol
         self.close_code: int | None = None
         self.close_reason = ""

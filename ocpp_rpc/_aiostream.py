@@ -1,0 +1,191 @@
+"""A leaner TCP byte stream for the asyncio backend.
+
+anyio's asyncio `SocketStream` resumes and pauses reading around every
+`receive` (two epoll_ctl syscalls each) and yields to the event loop after
+every `send`. For a WebSocket that exchanges small frames that is most of the
+cost of a round trip, so `faster` moves an accepted or connected plain-TCP
+anyio stream (or the TCP stream under anyio's TLS) onto this class: the same
+asyncio transport with its own protocol, reading continuously with flow
+control at `_HIGH_WATER` buffered bytes, and writing without a round through
+the loop unless the transport's buffer is over its limit. Every other stream
+(trio, uvloop-less oddities, Unix sockets, wrappers) is used as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.streams.tls import TLSStream
+
+_HIGH_WATER = 256 * 1024  # buffered bytes received and not yet read: pause reading
+_LOW_WATER = 64 * 1024
+_WRITE_HIGH_WATER = 64 * 1024  # bytes the transport may buffer before send() waits
+_FLUSH_TIMEOUT = 2.0  # aclose() with unsent data: bound on flushing it
+
+
+def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
+    """`stream`, moved onto `AsyncioSocketStream` when it is a plain TCP (or
+    TLS-over-TCP) anyio stream of the asyncio backend; otherwise unchanged."""
+    if isinstance(stream, TLSStream):
+        stream.transport_stream = faster(stream.transport_stream)  # type: ignore[arg-type]
+        return stream
+    if type(stream).__module__ != "anyio._backends._asyncio" or type(stream).__name__ != (
+        "SocketStream"
+    ):
+        return stream
+    transport: Any = getattr(stream, "_transport", None)  # uvloop's is no asyncio.Transport
+    protocol = getattr(stream, "_protocol", None)
+    read_queue = getattr(protocol, "read_queue", None)
+    if (
+        transport is None
+        or not hasattr(transport, "set_protocol")
+        or not isinstance(read_queue, deque)
+        or transport.is_closing()
+        or getattr(protocol, "exception", None) is not None
+        or getattr(protocol, "is_at_eof", False)
+        or getattr(stream, "_closed", False)
+    ):
+        return stream
+    return AsyncioSocketStream(transport, read_queue)
+
+
+class _Protocol(asyncio.Protocol):
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: AsyncioSocketStream) -> None:
+        self.stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        stream = self.stream
+        stream._buffer.append(data)
+        stream._buffered += len(data)
+        if stream._buffered > _HIGH_WATER and not stream._reading_paused:
+            stream._reading_paused = True
+            stream._transport.pause_reading()
+        stream._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.stream._eof = True
+        self.stream._wake_reader()
+        return True  # keep the transport open for writing (anyio does the same)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        stream = self.stream
+        stream._lost = True
+        stream._error = exc
+        stream._wake_reader()
+        stream._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.stream._can_write = False
+
+    def resume_writing(self) -> None:
+        self.stream._can_write = True
+        self.stream._wake_writer()
+
+
+class AsyncioSocketStream(anyio.abc.SocketStream):
+    """An anyio `SocketStream` over an asyncio transport (see the module doc)."""
+
+    def __init__(self, transport: asyncio.Transport, pending: deque[bytes]) -> None:
+        self._transport = transport
+        self._buffer: deque[bytes] = deque(bytes(chunk) for chunk in pending)
+        self._buffered = sum(len(chunk) for chunk in self._buffer)
+        self._reading_paused = True  # anyio pauses reading between receives
+        self._can_write = True
+        self._eof = self._lost = self._closed = False
+        self._error: Exception | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        transport.set_protocol(_Protocol(self))
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        if self._buffered <= _HIGH_WATER:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        sock: socket.socket = self._transport.get_extra_info("socket")
+        return sock
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        buffer = self._buffer
+        while not buffer:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._eof:
+                raise anyio.EndOfStream
+            if self._lost:
+                if self._error is not None:
+                    raise anyio.BrokenResourceError from self._error
+                raise anyio.EndOfStream
+            if self._read_waiter is not None:
+                raise anyio.BusyResourceError("reading from")
+            waiter = self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
+        chunk = buffer.popleft()
+        if len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            buffer.appendleft(rest)
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered <= _LOW_WATER and not self._lost:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    async def send(self, item: bytes) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from self._error
+        self._transport.write(item)
+        while not self._can_write and not self._lost:
+            if self._write_waiter is not None:
+                raise anyio.BusyResourceError("writing to")
+            waiter = self._write_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._write_waiter = None
+        if self._lost and self._error is not None:
+            raise anyio.BrokenResourceError from self._error
+
+    async def send_eof(self) -> None:
+        try:
+            self._transport.write_eof()
+        except OSError:
+            pass
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            transport = self._transport
+            if transport.get_write_buffer_size():  # flush what is left, within a bound
+                transport.close()
+                asyncio.get_running_loop().call_later(_FLUSH_TIMEOUT, transport.abort)
+            else:
+                transport.abort()
+            self._wake_reader()
+            self._wake_writer()
+        await anyio.lowlevel.checkpoint()

@@ -1,0 +1,139 @@
+"""The leaner asyncio TCP stream: what `faster` swaps in, and that it keeps
+every byte, bounds what it buffers and reports the ends of the stream."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+import pytest
+import trustme
+from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
+
+from ocpp_rpc._aiostream import _HIGH_WATER, AsyncioSocketStream, faster
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def tcp_pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]]:
+    """(client, server) ends of one loopback TCP connection."""
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as multi:
+        listener = multi.listeners[0]
+        port = listener.extra(SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        server = await listener.accept()
+        async with client, server:
+            yield client, server
+
+
+async def test_trio_streams_are_left_as_they_are(anyio_backend: str) -> None:
+    async with tcp_pair() as (client, _server):
+        swapped = faster(client)
+        assert (swapped is client) == (anyio_backend == "trio")
+        assert isinstance(swapped, AsyncioSocketStream) == (anyio_backend == "asyncio")
+
+
+ASYNCIO_AND_UVLOOP = pytest.mark.parametrize(
+    "anyio_backend", ["asyncio", pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")]
+)
+
+
+@ASYNCIO_AND_UVLOOP
+async def test_bytes_read_before_the_swap_are_kept_and_attributes_work() -> None:
+    async with tcp_pair() as (client, server):
+        await client.send(b"first")
+        await anyio.sleep(0.05)  # let anyio's protocol take it into its queue
+        await server.receive(1)  # anyio reads once, so "irst" waits in its queue
+        fast = faster(server)
+        assert isinstance(fast, AsyncioSocketStream)
+        assert fast.extra(SocketAttribute.remote_address) == client.extra(
+            SocketAttribute.local_address
+        )
+        await client.send(b" second")
+        received = b""
+        with anyio.fail_after(2):
+            while received != b"irst second":
+                received += await fast.receive()
+
+
+@ASYNCIO_AND_UVLOOP
+async def test_reading_pauses_when_the_reader_falls_behind_and_nothing_is_lost() -> None:
+    total = 8 * _HIGH_WATER
+    async with tcp_pair() as (client, server):
+        fast = faster(server)
+        assert isinstance(fast, AsyncioSocketStream)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.send, bytes(range(256)) * (total // 256))
+            with anyio.fail_after(5):
+                while not fast._reading_paused:  # noqa: ASYNC110 (a flag of the stream)
+                    await anyio.sleep(0.01)
+            assert fast._buffered <= _HIGH_WATER + 256 * 1024  # bounded by one read
+            received = bytearray()
+            with anyio.fail_after(5):
+                while len(received) < total:
+                    received += await fast.receive()
+        assert received == bytes(range(256)) * (total // 256)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_end_of_stream_and_close_are_reported() -> None:
+    async with tcp_pair() as (client, server):
+        fast = faster(server)
+        await client.send(b"bye")
+        await client.send_eof()
+        with anyio.fail_after(2):
+            assert await fast.receive() == b"bye"
+            with pytest.raises(anyio.EndOfStream):
+                await fast.receive()
+        await fast.send(b"still writable after the peer's EOF")
+        assert await client.receive() == b"still writable after the peer's EOF"
+        await fast.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await fast.receive()
+        with pytest.raises(anyio.ClosedResourceError):
+            await fast.send(b"x")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_send_to_a_peer_that_stops_reading_waits_and_can_be_cancelled() -> None:
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        chunk = b"x" * 65536
+        with anyio.move_on_after(0.5) as blocked:
+            for _ in range(10_000):  # 640 MiB: far more than the socket buffers
+                await fast.send(chunk)
+        assert blocked.cancelled_caught
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ssl)
+    client_ssl = ssl.create_default_context()
+    ca.configure_trust(client_ssl)
+    async with tcp_pair() as (client, server):
+        async with anyio.create_task_group() as tg:
+            wrapped: list[TLSStream] = []
+
+            async def accept() -> None:
+                wrapped.append(await TLSStream.wrap(server, server_side=True,
+                                                    ssl_context=server_ssl))
+
+            tg.start_soon(accept)
+            tls_client = await TLSStream.wrap(client, hostname="localhost",
+                                              ssl_context=client_ssl)
+        tls_server = faster(wrapped[0])
+        assert tls_server is wrapped[0]
+        assert isinstance(wrapped[0].transport_stream, AsyncioSocketStream)
+        await tls_client.send(b"secret")
+        with anyio.fail_after(2):
+            assert await tls_server.receive() == b"secret"
+        await tls_server.send(b"answer")
+        with anyio.fail_after(2):
+            assert await tls_client.receive() == b"answer"
