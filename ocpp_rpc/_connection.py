@@ -38,6 +38,7 @@ from ._events import (
     StrictValidationFailureEvent,
 )
 from ._handlers import NOREPLY, Call
+from ._native import EventLike, new_event
 from ._outbox import Outbox, OutboxClosed
 from ._protocol import Answer, Bad, Dispatch, MessageIds, Refuse, Session
 from ._transport import Transport, WebSocketClosed
@@ -67,7 +68,7 @@ class PendingCall:
 
     method: str
     params: Any
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: EventLike = field(default_factory=new_event)
     result: Any = None
     error: BaseException | None = None
 

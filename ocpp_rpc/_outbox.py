@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-import anyio
+from ._native import EventLike, new_event
 
 
 class OutboxClosed(Exception):
@@ -27,8 +27,8 @@ class Outbox:
     def __init__(self, size: int) -> None:
         self._size = size
         self._frames: deque[str | bytes] = deque()
-        self._wakeup: anyio.Event | None = None  # the writer waits for a frame
-        self._room: anyio.Event | None = None  # senders wait for room
+        self._wakeup: EventLike | None = None  # the writer waits for a frame
+        self._room: EventLike | None = None  # senders wait for room
         self._closed = False
 
     def __len__(self) -> int:
@@ -46,7 +46,7 @@ class Outbox:
             if len(self._frames) < self._size:
                 break
             if self._room is None:
-                self._room = anyio.Event()
+                self._room = new_event()
             await self._room.wait()
         self._frames.append(frame)
         if self._wakeup is not None:
@@ -58,7 +58,7 @@ class Outbox:
         while not self._frames:
             if self._closed:
                 return None
-            self._wakeup = anyio.Event()
+            self._wakeup = new_event()
             await self._wakeup.wait()
         frames = list(self._frames)
         self._frames.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from types import TracebackType
 
-import anyio
+from ._native import EventLike, new_event
 
 
 class CallSlots:
@@ -22,7 +22,7 @@ class CallSlots:
     def __init__(self, total: int) -> None:
         self._total = total
         self._used = 0
-        self._waiters: deque[anyio.Event] | None = None  # made on first use: ~600 bytes
+        self._waiters: deque[EventLike] | None = None  # made on first use: ~600 bytes
 
     @property
     def total(self) -> int:
@@ -43,7 +43,7 @@ class CallSlots:
         if self._used < self._total and not self._waiters:
             self._used += 1
             return
-        event = anyio.Event()
+        event = new_event()
         if self._waiters is None:
             self._waiters = deque()
         self._waiters.append(event)
