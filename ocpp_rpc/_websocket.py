@@ -24,7 +24,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token, generate_nonce
 
-from ._aiostream import faster
+from ._streams import faster
 from ._transport import WebSocketClosed as WebSocketClosed
 
 _RECEIVE_SIZE = 65536

@@ -1,5 +1,6 @@
-"""The leaner asyncio TCP stream: what `faster` swaps in, and that it keeps
-every byte, bounds what it buffers and reports the ends of the stream."""
+"""The leaner TCP streams under our WebSocket: what `faster` swaps in, and
+that they keep every byte, bound what they buffer, report the ends of the
+stream and (trio) yield to other tasks when data never stops coming."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
+import anyio.streams.stapled
 import pytest
 import trustme
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from ocpp_rpc._aiostream import _HIGH_WATER, AsyncioSocketStream, faster
+from ocpp_rpc._streams import (
+    _HIGH_WATER,
+    _YIELD_EVERY,
+    AsyncioSocketStream,
+    TrioSocketStream,
+    faster,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -31,26 +39,36 @@ async def tcp_pair() -> AsyncIterator[tuple[anyio.abc.SocketStream, anyio.abc.So
             yield client, server
 
 
-async def test_trio_streams_are_left_as_they_are(anyio_backend: str) -> None:
+async def test_each_backend_gets_its_own_stream_and_others_are_left_alone(
+    anyio_backend: str,
+) -> None:
     async with tcp_pair() as (client, _server):
         swapped = faster(client)
-        assert (swapped is client) == (anyio_backend == "trio")
-        assert isinstance(swapped, AsyncioSocketStream) == (anyio_backend == "asyncio")
+        expected = AsyncioSocketStream if anyio_backend == "asyncio" else TrioSocketStream
+        assert type(swapped) is expected
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+    with send, receive:
+        stapled = anyio.streams.stapled.StapledObjectStream(send, receive)
+        assert faster(stapled) is stapled  # type: ignore[arg-type]
 
 
 ASYNCIO_AND_UVLOOP = pytest.mark.parametrize(
     "anyio_backend", ["asyncio", pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")]
 )
+EVERY_LOOP = pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"), "trio"],
+)
 
 
-@ASYNCIO_AND_UVLOOP
+@EVERY_LOOP
 async def test_bytes_read_before_the_swap_are_kept_and_attributes_work() -> None:
     async with tcp_pair() as (client, server):
         await client.send(b"first")
         await anyio.sleep(0.05)  # let anyio's protocol take it into its queue
-        await server.receive(1)  # anyio reads once, so "irst" waits in its queue
+        await server.receive(1)  # asyncio: anyio read it all, so "irst" waits in its queue
         fast = faster(server)
-        assert isinstance(fast, AsyncioSocketStream)
+        assert fast is not server
         assert fast.extra(SocketAttribute.remote_address) == client.extra(
             SocketAttribute.local_address
         )
@@ -80,7 +98,6 @@ async def test_reading_pauses_when_the_reader_falls_behind_and_nothing_is_lost()
         assert received == bytes(range(256)) * (total // 256)
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_end_of_stream_and_close_are_reported() -> None:
     async with tcp_pair() as (client, server):
         fast = faster(server)
@@ -99,7 +116,6 @@ async def test_end_of_stream_and_close_are_reported() -> None:
             await fast.send(b"x")
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_send_to_a_peer_that_stops_reading_waits_and_can_be_cancelled() -> None:
     async with tcp_pair() as (_client, server):
         fast = faster(server)
@@ -110,7 +126,6 @@ async def test_a_send_to_a_peer_that_stops_reading_waits_and_can_be_cancelled() 
         assert blocked.cancelled_caught
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
     ca = trustme.CA()
     server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -130,10 +145,50 @@ async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
                                               ssl_context=client_ssl)
         tls_server = faster(wrapped[0])
         assert tls_server is wrapped[0]
-        assert isinstance(wrapped[0].transport_stream, AsyncioSocketStream)
+        assert isinstance(wrapped[0].transport_stream, (AsyncioSocketStream, TrioSocketStream))
         await tls_client.send(b"secret")
         with anyio.fail_after(2):
             assert await tls_server.receive() == b"secret"
         await tls_server.send(b"answer")
         with anyio.fail_after(2):
             assert await tls_client.receive() == b"answer"
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_receives_that_never_wait_still_yield_now_and_then() -> None:
+    async with tcp_pair() as (client, server):
+        fast = faster(server)
+        assert isinstance(fast, TrioSocketStream)
+        await client.send(b"x" * 4 * _YIELD_EVERY)
+        await anyio.sleep(0.05)  # all of it waits in the socket
+        checkpoints = 0
+        checkpoint = fast._checkpoint
+
+        async def counting() -> None:
+            nonlocal checkpoints
+            checkpoints += 1
+            await checkpoint()
+
+        fast._checkpoint = counting  # type: ignore[method-assign]
+        for _ in range(4 * _YIELD_EVERY):
+            assert await fast.receive(1) == b"x"
+        assert checkpoints == 4
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_a_receive_waiting_when_the_stream_is_closed_is_told_so() -> None:
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        async with anyio.create_task_group() as tg:
+            failed: list[BaseException] = []
+
+            async def reader() -> None:
+                try:
+                    await fast.receive()
+                except anyio.ClosedResourceError as exc:
+                    failed.append(exc)
+
+            tg.start_soon(reader)
+            await anyio.sleep(0.05)
+            await fast.aclose()
+        assert len(failed) == 1

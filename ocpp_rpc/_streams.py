@@ -1,14 +1,23 @@
-"""A leaner TCP byte stream for the asyncio backend.
+"""Leaner TCP byte streams under our WebSocket, for both backends.
 
 anyio's asyncio `SocketStream` resumes and pauses reading around every
 `receive` (two epoll_ctl syscalls each) and yields to the event loop after
-every `send`. For a WebSocket that exchanges small frames that is most of the
-cost of a round trip, so `faster` moves an accepted or connected plain-TCP
-anyio stream (or the TCP stream under anyio's TLS) onto this class: the same
-asyncio transport with its own protocol, reading continuously with flow
-control at `_HIGH_WATER` buffered bytes, and writing without a round through
-the loop unless the transport's buffer is over its limit. Every other stream
-(trio, uvloop-less oddities, Unix sockets, wrappers) is used as it is.
+every `send`; its trio `SocketStream` (trio's socket methods) yields after
+every successful `recv`/`send` too. For a WebSocket that exchanges small
+frames that is most of the cost of a round trip, so `faster` moves an accepted
+or connected plain-TCP anyio stream (or the TCP stream under anyio's TLS)
+onto one of these classes:
+
+- `AsyncioSocketStream`: the same asyncio (or uvloop) transport with its own
+  protocol, reading continuously with flow control at `_HIGH_WATER` buffered
+  bytes, writing without a round through the loop unless the transport's
+  buffer is over its limit;
+- `TrioSocketStream`: non-blocking `recv`/`send` on the socket first, waiting
+  for readiness only when they would block, and a checkpoint every
+  `_YIELD_EVERY` immediate receives so that a peer that never pauses cannot
+  starve other tasks.
+
+Every other stream (Unix sockets, in-memory streams, wrappers) is used as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -27,6 +36,7 @@ _HIGH_WATER = 256 * 1024  # buffered bytes received and not yet read: pause read
 _LOW_WATER = 64 * 1024
 _WRITE_HIGH_WATER = 64 * 1024  # bytes the transport may buffer before send() waits
 _FLUSH_TIMEOUT = 2.0  # aclose() with unsent data: bound on flushing it
+_YIELD_EVERY = 16  # trio: receives in a row that found data waiting, then a checkpoint
 
 
 def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
@@ -35,9 +45,13 @@ def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
     if isinstance(stream, TLSStream):
         stream.transport_stream = faster(stream.transport_stream)  # type: ignore[arg-type]
         return stream
-    if type(stream).__module__ != "anyio._backends._asyncio" or type(stream).__name__ != (
-        "SocketStream"
-    ):
+    if type(stream).__name__ != "SocketStream":
+        return stream
+    if type(stream).__module__ == "anyio._backends._trio":
+        if getattr(stream, "_closed", True):
+            return stream
+        return TrioSocketStream(cast(anyio.abc.SocketStream, stream))
+    if type(stream).__module__ != "anyio._backends._asyncio":
         return stream
     transport: Any = getattr(stream, "_transport", None)  # uvloop's is no asyncio.Transport
     protocol = getattr(stream, "_protocol", None)
@@ -189,3 +203,81 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             self._wake_reader()
             self._wake_writer()
         await anyio.lowlevel.checkpoint()
+
+
+class TrioSocketStream(anyio.abc.SocketStream):
+    """An anyio `SocketStream` over the socket of anyio's trio stream `inner`
+    (see the module doc); closing it closes `inner`."""
+
+    def __init__(self, inner: anyio.abc.SocketStream) -> None:
+        import trio
+
+        self._inner = inner
+        self._sock: socket.socket = inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        self._wait_readable = trio.lowlevel.wait_readable
+        self._wait_writable = trio.lowlevel.wait_writable
+        self._checkpoint = trio.lowlevel.checkpoint
+        self._trio_closed = trio.ClosedResourceError
+        self._closed = False
+        self._immediate = 0  # receives in a row that did not wait
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._sock
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        sock = self._sock
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:
+                self._immediate = 0
+                try:
+                    await self._wait_readable(sock)
+                except self._trio_closed:
+                    raise anyio.ClosedResourceError from None
+                continue
+            except OSError as exc:
+                raise self._error(exc) from exc
+            break
+        self._immediate += 1
+        if self._immediate >= _YIELD_EVERY:
+            self._immediate = 0
+            await self._checkpoint()
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def send(self, item: bytes) -> None:
+        sock = self._sock
+        view = memoryview(item)
+        while view:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                try:
+                    await self._wait_writable(sock)
+                except self._trio_closed:
+                    raise anyio.ClosedResourceError from None
+                continue
+            except OSError as exc:
+                raise self._error(exc) from exc
+            view = view[sent:]
+
+    def _error(self, exc: OSError) -> Exception:
+        if self._closed or self._sock.fileno() < 0:
+            return anyio.ClosedResourceError()
+        return anyio.BrokenResourceError()
+
+    async def send_eof(self) -> None:
+        await self._inner.send_eof()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._inner.aclose()  # trio wakes any task waiting on the socket
