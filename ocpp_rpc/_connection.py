@@ -518,29 +518,30 @@ class Connection:
             self.events.emit("message", MessageEvent(text, True))
 
     async def _writer(self) -> None:
-        """Write what senders queue, every frame queued meanwhile in one write."""
+        """Write what senders queue, every frame queued meanwhile in one write.
+
+        A peer that stopped reading blocks a write (and, through the bounded
+        outbox, every sender) until `write_timeout` drops it. Our WebSocket
+        applies that bound itself, and only to a write that has to wait; for
+        other transports a cancel scope here does it.
+        """
         transport, outbox = self.transport, self._outbox
-        send_many = getattr(transport, "send_many", None)
+        self_bounded = hasattr(transport, "write_timeout")
         try:
             while (frames := await outbox.take()) is not None:
-                # A peer that stopped reading blocks this send (and, through the
-                # bounded outbox, every sender) until it is dropped here.
-                write_timeout = self.owner._options.write_timeout
-                with anyio.move_on_after(write_timeout) as stalled:
-                    try:
-                        if send_many is not None:
-                            await send_many(frames)
-                        else:
-                            for frame in frames:
-                                await transport.send(frame)
-                    except WebSocketClosed as exc:
-                        self._end(CloseResult(exc.code, exc.reason))
-                        return
-                if stalled.cancelled_caught:
-                    logger.warning(
-                        "[%s] the peer took no frame for %ss: dropping the connection",
-                        self.owner.identity, write_timeout,
-                    )
+                try:
+                    if self_bounded:
+                        await self._send_each(frames)
+                    else:
+                        with anyio.fail_after(self.owner._options.write_timeout):
+                            await self._send_each(frames)
+                except WebSocketClosed as exc:
+                    if exc.reason == "write timeout":
+                        self._log_write_timeout()
+                    self._end(CloseResult(exc.code, exc.reason))
+                    return
+                except TimeoutError:
+                    self._log_write_timeout()
                     # Recorded before the abort, which the reader would report as a
                     # plain 1006.
                     self._end(CloseResult(1006, "write timeout"))
@@ -553,6 +554,20 @@ class Connection:
         finally:
             self._outbox.close()
             self._writer_done.set()
+
+    async def _send_each(self, frames: list[str | bytes]) -> None:
+        send_many = getattr(self.transport, "send_many", None)
+        if send_many is not None:
+            await send_many(frames)
+        else:
+            for frame in frames:
+                await self.transport.send(frame)
+
+    def _log_write_timeout(self) -> None:
+        logger.warning(
+            "[%s] the peer took no frame for %ss: dropping the connection",
+            self.owner.identity, self.owner._options.write_timeout,
+        )
 
     # -- options -----------------------------------------------------------------------
 

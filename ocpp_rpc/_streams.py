@@ -23,6 +23,7 @@ Every other stream (Unix sockets, in-memory streams, wrappers) is used as it is.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections import deque
 from typing import Any, cast
@@ -107,6 +108,10 @@ class _Protocol(asyncio.Protocol):
 class AsyncioSocketStream(anyio.abc.SocketStream):
     """An anyio `SocketStream` over an asyncio transport (see the module doc)."""
 
+    #: Seconds `send` may wait for the transport's buffer to drain, then
+    #: TimeoutError (None: no bound). A send that does not wait costs nothing.
+    send_timeout: float | None = None
+
     def __init__(self, transport: asyncio.Transport, pending: deque[bytes]) -> None:
         self._transport = transport
         self._buffer: deque[bytes] = deque(bytes(chunk) for chunk in pending)
@@ -174,14 +179,16 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if self._lost or self._transport.is_closing():
             raise anyio.BrokenResourceError from self._error
         self._transport.write(item)
-        while not self._can_write and not self._lost:
-            if self._write_waiter is not None:
-                raise anyio.BusyResourceError("writing to")
-            waiter = self._write_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._write_waiter = None
+        if not self._can_write and not self._lost:
+            with anyio.fail_after(self.send_timeout):
+                while not self._can_write and not self._lost:
+                    if self._write_waiter is not None:
+                        raise anyio.BusyResourceError("writing to")
+                    waiter = self._write_waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._write_waiter = None
         if self._lost and self._error is not None:
             raise anyio.BrokenResourceError from self._error
 
@@ -208,6 +215,10 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
 class TrioSocketStream(anyio.abc.SocketStream):
     """An anyio `SocketStream` over the socket of anyio's trio stream `inner`
     (see the module doc); closing it closes `inner`."""
+
+    #: Seconds one `send` may wait for the socket to take bytes, then
+    #: TimeoutError (None: no bound). A send that does not wait costs nothing.
+    send_timeout: float | None = None
 
     def __init__(self, inner: anyio.abc.SocketStream) -> None:
         import trio
@@ -255,14 +266,19 @@ class TrioSocketStream(anyio.abc.SocketStream):
     async def send(self, item: bytes) -> None:
         sock = self._sock
         view = memoryview(item)
+        deadline = None  # set when the first wait starts
         while view:
             if self._closed:
                 raise anyio.ClosedResourceError
             try:
                 sent = sock.send(view)
             except BlockingIOError:
+                if deadline is None:
+                    timeout = self.send_timeout
+                    deadline = math.inf if timeout is None else anyio.current_time() + timeout
                 try:
-                    await self._wait_writable(sock)
+                    with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                        await self._wait_writable(sock)
                 except self._trio_closed:
                     raise anyio.ClosedResourceError from None
                 continue

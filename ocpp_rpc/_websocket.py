@@ -19,12 +19,13 @@ import anyio
 import anyio.abc
 import h11
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token, generate_nonce
 
-from ._streams import faster
+from ._streams import AsyncioSocketStream, TrioSocketStream, faster
 from ._transport import WebSocketClosed as WebSocketClosed
 
 _RECEIVE_SIZE = 65536
@@ -393,12 +394,15 @@ class WebSocket:
         trailing_data: bytes = b"",
     ) -> None:
         self.stream = faster(stream)
+        # Our own TCP stream (under TLS too), which bounds a send that waits.
+        inner = self.stream.transport_stream if isinstance(self.stream, TLSStream) else self.stream
+        self._bounded: AsyncioSocketStream | TrioSocketStream | None = (
+            inner if isinstance(inner, (AsyncioSocketStream, TrioSocketStream)) else None
+        )
+        self._write_timeout: float | None = None
         self.subprotocol = subprotocol
         self.close_code: int | None = None
         self.close_reason = ""
-        #: Seconds a Pong may wait to be written (None: no bound). Data frames are
-        #: bounded by their sender (the connection's writer).
-        self.write_timeout: float | None = None
         self.remote_address = _address(stream, SocketAttribute.remote_address)
         self.local_address = _address(stream, SocketAttribute.local_address)
         self._conn = Connection(connection_type, trailing_data=trailing_data)
@@ -467,7 +471,7 @@ class WebSocket:
                         return "".join(cast("list[str]", parts))
                     return b"".join(cast("list[bytes]", parts))
                 elif isinstance(event, Ping):
-                    if not await self._send_pong(event.response()) and self.close_code:
+                    if not await self._send_control(event.response()) and self.close_code:
                         raise self._closed_error()
                 elif isinstance(event, Pong):
                     self._resolve_pings(event.payload)
@@ -506,21 +510,37 @@ class WebSocket:
                 if key == payload:
                     break
 
+    @property
+    def write_timeout(self) -> float | None:
+        """Seconds one write may wait for the peer to take bytes (None: no bound);
+        on expiry the connection is dropped: 1006 "write timeout"."""
+        return self._write_timeout
+
+    @write_timeout.setter
+    def write_timeout(self, timeout: float | None) -> None:
+        self._write_timeout = timeout
+        if self._bounded is not None:
+            self._bounded.send_timeout = timeout
+
+    async def _write(self, data: bytes) -> None:
+        """`stream.send` within `write_timeout` (call it holding the write lock).
+
+        Our own TCP streams bound only a send that has to wait, so a write that
+        completes at once costs no cancel scope.
+        """
+        try:
+            if self._bounded is not None or self._write_timeout is None:
+                await self.stream.send(data)
+            else:
+                with anyio.fail_after(self._write_timeout):
+                    await self.stream.send(data)
+        except TimeoutError:  # before _STREAM_ERRORS: it is an OSError too
+            await self._finish(1006, "write timeout", force=True)
+            raise self._closed_error() from None
+
     async def send(self, message: str | bytes) -> None:
         """Send one text (str) or binary (bytes) message."""
-        if isinstance(message, str):
-            event: Event = TextMessage(data=message)
-        else:
-            event = BytesMessage(data=message)
-        async with self._write_lock:
-            if self._conn.state is not _OPEN:
-                raise self._closed_error()
-            data = self._conn.send(event)
-            try:
-                await self.stream.send(data)
-            except _STREAM_ERRORS:
-                await self._finish(*self._end_state())
-                raise self._closed_error() from None
+        await self.send_many((message,))
 
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
         """Send several messages, in order, in one write to the stream."""
@@ -533,7 +553,7 @@ class WebSocket:
                 for m in messages
             ])
             try:
-                await self.stream.send(data)
+                await self._write(data)
             except _STREAM_ERRORS:
                 await self._finish(*self._end_state())
                 raise self._closed_error() from None
@@ -541,8 +561,9 @@ class WebSocket:
     async def _send_control(self, event: Event) -> bool:
         """Send a Ping/Pong/Close if the state still allows it (else return False).
 
-        A broken transport closes the WebSocket; that is reported by the caller's
-        next operation, not raised here.
+        A broken transport (or one that took nothing for `write_timeout`) closes
+        the WebSocket; that is reported by the caller's next operation, not
+        raised here.
         """
         async with self._write_lock:
             state = self._conn.state
@@ -553,21 +574,13 @@ class WebSocket:
             if isinstance(event, CloseConnection):
                 self._close_sent = (event.code, event.reason or "")
             try:
-                await self.stream.send(data)
-            except _STREAM_ERRORS:
+                await self._write(data)
+            except (WebSocketClosed, *_STREAM_ERRORS):
                 if is_close:
                     self._close_sent = None
                 await self._finish(*self._end_state())
                 return False
             return True
-
-    async def _send_pong(self, pong: Pong) -> bool:
-        """Answer a Ping within ``write_timeout``; a peer that takes no more bytes
-        is dropped (1006 "write timeout") rather than blocking the reader for good."""
-        with anyio.move_on_after(self.write_timeout):
-            return await self._send_control(pong)
-        await self._finish(1006, "write timeout", force=True)  # only reached on expiry
-        return False
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a Ping and wait for its Pong (a :meth:`receive` loop must be running).

@@ -4,6 +4,7 @@ stream and (trio) yield to other tasks when data never stops coming."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ import pytest
 import trustme
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
+from wsproto.connection import ConnectionType
 
 from ocpp_rpc._streams import (
     _HIGH_WATER,
@@ -23,6 +25,8 @@ from ocpp_rpc._streams import (
     TrioSocketStream,
     faster,
 )
+from ocpp_rpc._transport import WebSocketClosed
+from ocpp_rpc._websocket import WebSocket
 
 pytestmark = pytest.mark.anyio
 
@@ -192,3 +196,52 @@ async def test_trio_a_receive_waiting_when_the_stream_is_closed_is_told_so() -> 
             await anyio.sleep(0.05)
             await fast.aclose()
         assert len(failed) == 1
+
+
+@pytest.mark.parametrize("timeout", [0.2, None])
+async def test_send_timeout_bounds_only_a_send_that_waits(timeout: float | None) -> None:
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        assert isinstance(fast, (AsyncioSocketStream, TrioSocketStream))
+        fast.send_timeout = timeout
+        await fast.send(b"at once")  # nothing to wait for: never times out
+        chunk = b"x" * 65536
+        with anyio.move_on_after(1) as outer:
+            with pytest.raises(TimeoutError) if timeout else contextlib.nullcontext():
+                for _ in range(10_000):  # far more than the socket buffers take
+                    await fast.send(chunk)
+        assert outer.cancelled_caught == (timeout is None)
+
+
+class Wrapped(anyio.abc.ByteStream):
+    """A stream that is not one of ours: the WebSocket bounds its writes itself."""
+
+    def __init__(self, inner: anyio.abc.ByteStream) -> None:
+        self.inner = inner
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.inner.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self.inner.send(item)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["our-stream", "other-stream"])
+async def test_a_websocket_write_to_a_peer_that_stops_reading_ends_with_write_timeout(
+    wrapped: bool,
+) -> None:
+    async with tcp_pair() as (_client, server):
+        ws = WebSocket(Wrapped(server) if wrapped else server, ConnectionType.SERVER)
+        assert (ws._bounded is None) == wrapped
+        ws.write_timeout = 0.2
+        with anyio.fail_after(5), pytest.raises(WebSocketClosed) as closed:
+            for _ in range(10_000):
+                await ws.send(b"x" * 65536)
+        assert (closed.value.code, closed.value.reason) == (1006, "write timeout")
+        assert ws.close_code == 1006
