@@ -24,7 +24,9 @@ from ._codec import dialect_for
 from ._connection import Connection
 from ._events import CloseResult, ClosingEvent, ConnectingEvent, Observer, Observers, OpenEvent
 from ._handlers import H, Handler, Handlers
+from ._keepalive import Keepalive
 from ._reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
+from ._signal import Signal
 from ._slots import CallSlots
 from ._transport import Transport
 from ._validation import Validator, resolve_validators
@@ -190,12 +192,14 @@ class RPCClient:
         self._connection: Connection | None = None
         self._task_group: TaskGroup | None = None
         self._limiter: CallSlots | None = None
-        self._state_changed: anyio.Event | None = None
-        self._closed: anyio.Event | None = None
+        self._state_changed: anyio.Event | None = None  # made by a task waiting for a change
+        self._closed: Signal | None = None
         self._close_started = False
         self._close_result: CloseResult | None = None
         self._last_close: CloseResult | None = None
         self._reconnect_scope: anyio.CancelScope | None = None
+        #: Keeps the connection's ping times (None: the connection runs a pinger task).
+        self._keepalive: Keepalive | None = None
 
     # -- properties ------------------------------------------------------------
 
@@ -267,12 +271,12 @@ class RPCClient:
         self._state = state
         if self._state_changed is not None:
             self._state_changed.set()
-            self._state_changed = anyio.Event()
+            self._state_changed = None
 
     def _init_primitives(self) -> None:
         self._limiter = CallSlots(self._options.call_concurrency)
-        self._state_changed = anyio.Event()
-        self._closed = anyio.Event()
+        self._state_changed = None
+        self._closed = Signal()
         self._close_started = False
         self._close_result = None
         self._last_close = None
@@ -456,7 +460,8 @@ class RPCClient:
                 return self._connection
             if self._state is State.CLOSING or self._state is State.CLOSED or self._close_started:
                 raise self._closed_error()
-            assert self._state_changed is not None
+            if self._state_changed is None:
+                self._state_changed = anyio.Event()
             await self._state_changed.wait()
 
     async def call(

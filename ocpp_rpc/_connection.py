@@ -1,9 +1,12 @@
-"""One live WebSocket session: a task group holding the reader, the single
-writer, the pinger and one task per inbound call. It moves data; every wire
+"""One live WebSocket session: a task group whose host task is the reader,
+holding the single writer (from the first frame until the keep-alive finds it
+idle), the keep-alive ping (while one is in flight; a pinger task for clients
+without a shared `Keepalive`) and one task per awaited inbound call. It moves data; every wire
 decision is made by the pure `Session` in `_protocol`."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -38,9 +41,11 @@ from ._events import (
     StrictValidationFailureEvent,
 )
 from ._handlers import NOREPLY, Call
+from ._keepalive import Timer
 from ._native import EventLike, new_event
 from ._outbox import Outbox, OutboxClosed
 from ._protocol import Answer, Bad, Dispatch, MessageIds, Refuse, Session
+from ._signal import Signal
 from ._transport import Transport, WebSocketClosed
 from .errors import (
     ConnectionClosed,
@@ -98,15 +103,19 @@ class Connection:
         self._set_write_timeout()
         self._outbox = Outbox(WRITE_BUFFER)
         self._task_group: TaskGroup | None = None
-        self._handler_scopes: set[anyio.CancelScope] = set()
-        self._idle = anyio.Event()  # set while no outbound call and no inbound handler is pending
-        self._idle.set()
+        # The scopes of awaited inbound calls (a dict: 64 bytes empty, a set 216).
+        self._handler_scopes: dict[anyio.CancelScope, None] = {}
+        # Made by a close awaiting pending work; set once no outbound call and no
+        # inbound handler is pending.
+        self._idle: anyio.Event | None = None
         self._pinger_scope: anyio.CancelScope | None = None
+        self._ping_timer: Timer | None = None  # the next ping, in the owner's Keepalive
         self._last_activity = 0.0
         self.closing: CloseResult | None = None  # set once a local close started
         self.closed: CloseResult | None = None
-        self._close_done = anyio.Event()
-        self._writer_done = anyio.Event()
+        self._close_done = Signal()
+        self._writing = False  # the writer task runs
+        self._writer_done: anyio.Event | None = None  # made by a close waiting for the writer
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -120,14 +129,17 @@ class Connection:
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                tg.start_soon(self._writer)
+                if len(self._outbox):
+                    self._start_writer()
                 self.restart_pinger()
                 if first is None:
-                    tg.start_soon(self._reader)
+                    await self._reader()  # no task of its own: this one is idle anyway
                 else:
                     tg.start_soon(self._run_first, first)
         finally:
             self._outbox.close()
+            if self._ping_timer is not None:
+                self._ping_timer.cancel()
             if self.closed is None:  # cancelled from outside: nothing closed the transport
                 with anyio.CancelScope(shield=True):
                     await self.transport.abort()
@@ -170,8 +182,9 @@ class Connection:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if not self.session.pending and not self._handler_scopes:
+        if self._idle is not None and not self.session.pending and not self._handler_scopes:
             self._idle.set()
+            self._idle = None
 
     # -- reading -------------------------------------------------------------------
 
@@ -295,9 +308,8 @@ class Connection:
             outcome = self._call_handler(frame, is_call)
             if inspect.isawaitable(outcome):
                 assert self._task_group is not None
-                self._idle = anyio.Event() if self._idle.is_set() else self._idle
                 scope = anyio.CancelScope()
-                self._handler_scopes.add(scope)
+                self._handler_scopes[scope] = None
                 self._task_group.start_soon(self._handle, frame, scope, outcome)
                 return
             reply = self._outcome_reply(frame, is_call, outcome)
@@ -323,7 +335,7 @@ class Connection:
             if is_call and reply is not None and not scope.cancelled_caught:
                 await self._send_reply(reply)
         finally:
-            self._handler_scopes.discard(scope)
+            self._handler_scopes.pop(scope, None)
             self._finish_inbound(frame, is_call)
 
     def _call_handler(self, frame: CallFrame | SendFrame, is_call: bool) -> Any:
@@ -435,6 +447,8 @@ class Connection:
             await self._outbox.put(frame)
         except OutboxClosed:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, ""))) from None
+        if not self._writing:
+            self._start_writer()
         if self.events.wants("message"):
             self.events.emit("message", MessageEvent(frame, True))
 
@@ -459,7 +473,6 @@ class Connection:
             return None
         pending = PendingCall(method, params)
         self.session.add_pending(message_id, pending)
-        self._idle = anyio.Event() if self._idle.is_set() else self._idle
         try:
             with anyio.fail_after(timeout):
                 await self._send(frame)
@@ -514,12 +527,27 @@ class Connection:
             await self._outbox.put(text)
         except OutboxClosed:
             raise ConnectionClosed(*(self.closed or (1006, ""))) from None
+        if not self._writing:
+            self._start_writer()
         if self.events.wants("message"):
             self.events.emit("message", MessageEvent(text, True))
+
+    def _start_writer(self) -> None:
+        """Start the writer task for what is queued (senders only queue)."""
+        if self._task_group is None:  # not running yet: run() starts it
+            return
+        self._writing = True
+        try:
+            self._task_group.start_soon(self._writer)
+        except RuntimeError:  # the task group is done: the connection has ended
+            self._writing = False
+            self._outbox.close()
 
     async def _writer(self) -> None:
         """Write what senders queue, every frame queued meanwhile in one write.
 
+        Ends when the outbox closes, or is retired while idle by the keep-alive
+        (the next frame starts it again): an idle connection has no writer.
         A peer that stopped reading blocks a write (and, through the bounded
         outbox, every sender) until `write_timeout` drops it. Our WebSocket
         applies that bound itself, and only to a write that has to wait; for
@@ -527,8 +555,9 @@ class Connection:
         """
         transport, outbox = self.transport, self._outbox
         self_bounded = hasattr(transport, "write_timeout")
+        done = False
         try:
-            while (frames := await outbox.take()) is not None:
+            while frames := await outbox.take():
                 try:
                     if self_bounded:
                         await self._send_each(frames)
@@ -551,9 +580,13 @@ class Connection:
                 if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
                     for frame in frames:
                         logger.debug("[%s] send %s", self.owner.identity, frame)
+            done = True
         finally:
-            self._outbox.close()
-            self._writer_done.set()
+            if not done:  # the connection ended (or the writer was cancelled)
+                self._outbox.close()
+            self._writing = False
+            if self._writer_done is not None:
+                self._writer_done.set()
 
     async def _send_each(self, frames: list[str | bytes]) -> None:
         send_many = getattr(self.transport, "send_many", None)
@@ -586,14 +619,22 @@ class Connection:
     # -- keep-alive --------------------------------------------------------------------
 
     def restart_pinger(self) -> None:
-        """(Re)start the keep-alive task with the owner's current options."""
+        """(Re)start the keep-alive pings with the owner's current options: in
+        the owner's `Keepalive` if it has one, else in a pinger task."""
         if self._pinger_scope is not None:
             self._pinger_scope.cancel()
             self._pinger_scope = None
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
         interval = self.owner._options.ping_interval
         if self._task_group is None or self.closed is not None or not interval or interval <= 0:
             return
         if math.isinf(interval):
+            return
+        self._last_activity = anyio.current_time()
+        if self.owner._keepalive is not None:
+            self._schedule_ping(interval)
             return
         scope = anyio.CancelScope()
         self._pinger_scope = scope
@@ -601,26 +642,69 @@ class Connection:
 
     async def _pinger(self, scope: anyio.CancelScope, interval: float) -> None:
         with scope:
-            self._last_activity = anyio.current_time()
             while True:
                 # With defer_pings_on_activity the reader moves _last_activity forward.
-                while (delay := self._last_activity + interval - anyio.current_time()) > 0:  # noqa: ASYNC110
+                while (delay := self._last_activity + interval - anyio.current_time()) > 0:
                     await anyio.sleep(delay)
-                started = anyio.current_time()
-                self._last_activity = started
-                with anyio.move_on_after(interval) as timeout:
-                    try:
-                        await self.transport.ping()
-                    except WebSocketClosed:
-                        return
-                if timeout.cancelled_caught:
-                    logger.warning("no pong within %ss: dropping the connection", interval)
-                    # Recorded before the abort, which the reader would report as a plain 1006.
-                    self._end(CloseResult(1006, "ping timeout"))
-                    with anyio.CancelScope(shield=True):
-                        await self.transport.abort()
+                    self._retire_idle_writer()
+                if not await self._ping(interval):
                     return
-                self.events.emit("ping", PingEvent(anyio.current_time() - started))
+
+    def _retire_idle_writer(self) -> None:
+        """Once per ping interval: end the writer if nothing is queued, so that
+        a connection that went idle holds no writer task."""
+        if self._writing and not len(self._outbox):
+            self._outbox.interrupt()
+
+    def _schedule_ping(self, interval: float) -> None:
+        keepalive = self.owner._keepalive
+        assert keepalive is not None
+        self._ping_timer = keepalive.schedule(
+            self._last_activity + interval, functools.partial(self._ping_due, interval)
+        )
+
+    def _ping_due(self, interval: float) -> None:
+        """The `Keepalive` says it is time: ping in a task of its own, unless
+        activity (defer_pings_on_activity) moved the ping later."""
+        self._ping_timer = None
+        if self._task_group is None or self.closed is not None:
+            return
+        self._retire_idle_writer()
+        if self._last_activity + interval > anyio.current_time():
+            self._schedule_ping(interval)
+            return
+        scope = anyio.CancelScope()
+        self._pinger_scope = scope
+        try:
+            self._task_group.start_soon(self._scheduled_ping, scope, interval)
+        except RuntimeError:  # the task group is done: the connection has ended
+            self._pinger_scope = None
+
+    async def _scheduled_ping(self, scope: anyio.CancelScope, interval: float) -> None:
+        with scope:
+            if await self._ping(interval):
+                self._pinger_scope = None
+                self._schedule_ping(interval)
+
+    async def _ping(self, interval: float) -> bool:
+        """One keep-alive ping; False if the connection ended (a ping without
+        its pong within `interval` drops it)."""
+        started = anyio.current_time()
+        self._last_activity = started
+        with anyio.move_on_after(interval) as timeout:
+            try:
+                await self.transport.ping()
+            except WebSocketClosed:
+                return False
+        if timeout.cancelled_caught:
+            logger.warning("no pong within %ss: dropping the connection", interval)
+            # Recorded before the abort, which the reader would report as a plain 1006.
+            self._end(CloseResult(1006, "ping timeout"))
+            with anyio.CancelScope(shield=True):
+                await self.transport.abort()
+            return False
+        self.events.emit("ping", PingEvent(anyio.current_time() - started))
+        return True
 
     # -- closing -------------------------------------------------------------------------
 
@@ -646,7 +730,9 @@ class Connection:
     async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
         self.closing = self.closing or CloseResult(code, reason)
         if await_pending and not force:
-            await self._idle.wait()
+            if self.session.pending or self._handler_scopes:
+                self._idle = self._idle or anyio.Event()
+                await self._idle.wait()
         else:
             self._fail_pending(ConnectionClosed(code, reason))
             for scope in tuple(self._handler_scopes):
@@ -657,8 +743,10 @@ class Connection:
             return
         self._outbox.close()  # let the writer flush what is queued, then stop
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(CLOSE_TIMEOUT):
-                await self._writer_done.wait()
+            if self._writing:
+                self._writer_done = anyio.Event()
+                with anyio.move_on_after(CLOSE_TIMEOUT):
+                    await self._writer_done.wait()
             await self.transport.close(code, reason, timeout=CLOSE_TIMEOUT)
         closed_code = getattr(self.transport, "close_code", None)
         closed_reason = getattr(self.transport, "close_reason", "")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 from ._native import EventLike, new_event
 
 
@@ -26,7 +24,7 @@ class Outbox:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._frames: deque[str | bytes] = deque()
+        self._frames: list[str | bytes] = []  # a deque would cost 760 bytes per connection
         self._wakeup: EventLike | None = None  # the writer waits for a frame
         self._room: EventLike | None = None  # senders wait for room
         self._closed = False
@@ -54,18 +52,27 @@ class Outbox:
             self._wakeup = None
 
     async def take(self) -> list[str | bytes] | None:
-        """Every queued frame (waits for one); None once closed and empty."""
+        """Every queued frame (waits for one); None once closed and empty; an
+        empty list if `interrupt` woke it."""
         while not self._frames:
             if self._closed:
                 return None
             self._wakeup = new_event()
             await self._wakeup.wait()
-        frames = list(self._frames)
-        self._frames.clear()
+            if not self._frames and not self._closed:
+                return []
+        frames = self._frames
+        self._frames = []
         if self._room is not None:
             self._room.set()
             self._room = None
         return frames
+
+    def interrupt(self) -> None:
+        """Make a waiting `take` return an empty list (its writer may retire)."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
 
     def close(self) -> None:
         """No more frames: `take` returns what is queued, then None; senders

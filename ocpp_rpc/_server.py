@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
@@ -40,6 +40,7 @@ from ._handshake import Handshake as Handshake
 from ._handshake import Headers as Headers
 from ._handshake import Reject as Reject
 from ._handshake import make_handshake
+from ._keepalive import Keepalive
 from ._transport import Transport
 from ._validation import Validator
 
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from .asgi import ASGIApp
 
 logger = logging.getLogger("ocpp_rpc")
+
+T = TypeVar("T")
 
 #: Default seconds a new connection gets for its TLS handshake and HTTP upgrade request.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -105,6 +108,7 @@ class ServerClient(RPCClient):
         self._server_handlers = server._handlers
         self._server_observers = server._observers
         self._observers = Observers()
+        self._keepalive = server._keepalive
         self.handshake = handshake
         self.session = session
         # Already upgraded: the server's `client` event and `clients` see it open.
@@ -217,6 +221,8 @@ class RPCServer:
         self._upgrade_scopes: set[anyio.CancelScope] = set()
         self._closing = False
         self._close_done: anyio.Event | None = None
+        # The ping times of every client: one task, not one per client.
+        self._keepalive = Keepalive()
 
     # -- configuration -----------------------------------------------------------
 
@@ -294,6 +300,8 @@ class RPCServer:
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
+                keepalive = anyio.CancelScope()
+                tg.start_soon(self._run_keepalive, keepalive)
                 try:
                     yield self
                 except BaseException as exc:
@@ -301,10 +309,15 @@ class RPCServer:
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self.close()
+                    keepalive.cancel()
         finally:
             self._task_group = None
         if body_error is not None:
             raise body_error
+
+    async def _run_keepalive(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._keepalive.run()
 
     async def listen(
         self, port: int = 0, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
@@ -369,18 +382,23 @@ class RPCServer:
     ) -> None:
         try:
             async with stream:
-                upgrade = None
                 # close() cancels connections still in their TLS handshake or upgrade.
-                with anyio.CancelScope() as upgrading:
-                    self._upgrade_scopes.add(upgrading)
-                    try:
-                        upgrade = await self._read_upgrade(stream, ssl_context)
-                    finally:
-                        self._upgrade_scopes.discard(upgrading)
+                upgrade = await self._upgrading(self._read_upgrade(stream, ssl_context))
                 if upgrade is not None:
                     await self._serve_upgrade(upgrade)
         except Exception:  # one bad connection must never take the server down
             logger.exception("error while serving a connection")
+
+    async def _upgrading(self, step: Awaitable[T]) -> T | None:
+        """Await `step` in a scope that close() cancels (then None). The scope
+        goes with this frame: an idle connection does not keep it."""
+        with anyio.CancelScope() as scope:
+            self._upgrade_scopes.add(scope)
+            try:
+                return await step
+            finally:
+                self._upgrade_scopes.discard(scope)
+        return None
 
     async def _read_upgrade(
         self, stream: ByteStream, ssl_context: ssl.SSLContext | None
@@ -428,12 +446,7 @@ class RPCServer:
         admitted = None
         try:
             # close() cancels upgrades still in the auth hook or being answered.
-            with anyio.CancelScope() as upgrading:
-                self._upgrade_scopes.add(upgrading)
-                try:
-                    admitted = await self._admit(upgrade)
-                finally:
-                    self._upgrade_scopes.discard(upgrading)
+            admitted = await self._upgrading(self._admit(upgrade))
             if admitted is not None:
                 await self._run_client(*admitted)
         finally:

@@ -25,6 +25,8 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token, generate_nonce
 
+from ._signal import Signal
+from ._slots import CallSlots
 from ._streams import AsyncioSocketStream, TrioSocketStream, faster
 from ._transport import WebSocketClosed as WebSocketClosed
 
@@ -410,7 +412,7 @@ class WebSocket:
         self._max_message_size = max_message_size
         self._parts: list[str | bytes] = []
         self._message_size = 0
-        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._write_lock = CallSlots(1)  # a lock; its waiter queue is made on first use
         self._pings: dict[bytes, anyio.Event] = {}
         self._close_sent: tuple[int, str] | None = None
         self._close_hint: tuple[int, str] | None = None  # peer's Close, or our failure code
@@ -418,7 +420,7 @@ class WebSocket:
         self._draining = False  # close() itself is reading
         self._idle: anyio.Event | None = None  # set when the current receive() exits
         self._stream_closing = False
-        self._closed = anyio.Event()  # set once the stream is closed
+        self._closed = Signal()  # set once the stream is closed
 
     def __repr__(self) -> str:
         side = "client" if self._conn.client else "server"

@@ -95,6 +95,22 @@ async def test_close_wakes_a_waiting_writer() -> None:
     assert result == [None]
 
 
+async def test_interrupt_makes_a_waiting_take_return_nothing() -> None:
+    outbox = Outbox(1)
+    async with anyio.create_task_group() as tg:
+        result: list[object] = ["unset"]
+
+        async def writer() -> None:
+            result[0] = await outbox.take()
+
+        tg.start_soon(writer)
+        await anyio.sleep(0.01)
+        outbox.interrupt()
+    assert result == [[]]
+    await outbox.put("x")  # still open
+    assert await outbox.take() == ["x"]
+
+
 async def test_send_many_sends_every_message_in_order_in_one_write() -> None:
     async with raw_server() as server:
         ws = await connect(server.url)
