@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from functools import cache
@@ -90,6 +91,9 @@ class Validator:
         self.subprotocol: Final = subprotocol
         self._schemas = schemas if isinstance(schemas, _SchemaFiles) else dict(schemas)
         self._compiled: dict[str, _Compiled] = {}
+        # Action -> compiled validator, per kind: the per-call lookup, no key built.
+        self._requests: dict[str, _Compiled] = {}
+        self._responses: dict[str, _Compiled] = {}
 
     @classmethod
     def from_directory(
@@ -115,16 +119,32 @@ class Validator:
     def validate_call(self, action: str, params: Any) -> None:
         """Check a CALL's payload. Raises `RPCNotImplementedError` for an action
         without a request schema, else the `RPCError` subclass of the failure."""
-        self._check(action, _REQUEST, params)
+        validate = self._requests.get(action)
+        if validate is None or type(params) is not dict:
+            validate = self._prepare(action, _REQUEST, params)
+        try:
+            validate(params)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _to_rpc_error(exc) from None
+        except Exception as exc:  # never let a hostile payload raise anything else
+            raise _unexpected(exc) from exc
 
     def validate_send(self, action: str, params: Any) -> None:
         """Check an OCPP 2.1 SEND's payload (against its action's request schema)."""
-        self._check(action, _REQUEST, params)
+        self.validate_call(action, params)
 
     def validate_result(self, action: str, result: Any) -> None:
         """Check a CALLRESULT's payload for a call of `action` (same errors;
         `RPCNotImplementedError` when there is no response schema)."""
-        self._check(action, _RESPONSE, result)
+        validate = self._responses.get(action)
+        if validate is None or type(result) is not dict:
+            validate = self._prepare(action, _RESPONSE, result)
+        try:
+            validate(result)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _to_rpc_error(exc) from None
+        except Exception as exc:  # never let a hostile payload raise anything else
+            raise _unexpected(exc) from exc
 
     def compile_all(self) -> None:
         """Compile every schema now. Raises `ValueError` for an invalid schema."""
@@ -141,27 +161,27 @@ class Validator:
             self._compiled[key] = compiled
         return compiled
 
-    def _check(self, action: str, kind: str, payload: Any) -> None:
+    def _prepare(self, action: str, kind: str, payload: Any) -> _Compiled:
+        """The slow path of a check: the validator of `action`'s `kind` schema,
+        compiled on first use; raises for a missing schema or a non-object."""
         key = action + kind
-        validate = self._compiled.get(key)
-        if validate is None:
-            if key not in self._schemas:
-                raise RPCNotImplementedError(
-                    f"No {kind.lower()} schema for {_clip(action)!r} in {self.subprotocol}"
-                )
-            validate = self._compile(key)
+        if key not in self._schemas:
+            raise RPCNotImplementedError(
+                f"No {kind.lower()} schema for {_clip(action)!r} in {self.subprotocol}"
+            )
+        validate = self._compile(key)
+        (self._requests if kind == _REQUEST else self._responses)[action] = validate
         if not isinstance(payload, dict):
             raise RPCFormatViolationError(
                 "$ must be a JSON object", {"path": "$", "keyword": "type"}
             )
-        try:
-            validate(payload)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise _to_rpc_error(exc) from None
-        except Exception as exc:  # never let a hostile payload raise anything else
-            raise RPCFormatViolationError(
-                f"$ could not be validated ({type(exc).__name__})", {"path": "$", "keyword": ""}
-            ) from exc
+        return validate
+
+
+def _unexpected(exc: Exception) -> RPCError:
+    return RPCFormatViolationError(
+        f"$ could not be validated ({type(exc).__name__})", {"path": "$", "keyword": ""}
+    )
 
 
 # -- compilation: fastjsonschema, with a multipleOf that tolerates float error ----------
@@ -197,15 +217,110 @@ def _generate_multiple_of(generator: Any) -> None:
         generator.exc("{name} must be multiple of {multipleOf}", rule="multipleOf")
 
 
+_Generate = Callable[[Any], None]  # a fastjsonschema generate_<keyword> method
+
+# fastjsonschema's object keywords build sets on every call (``set(required) -
+# data.keys()``, ``set(data.keys())`` minus each known property); for the closed
+# objects of the OCA schemas (no patternProperties, additionalProperties false or
+# absent) these generate the same checks without allocating on success. Failures
+# fall through to fastjsonschema's own code, so errors are unchanged.
+
+
+def _plain_object(generator: Any) -> bool:
+    """Whether the current definition is an object whose keys `properties` alone
+    decides: no patternProperties, additionalProperties absent, true, {} or false."""
+    definition = generator._definition
+    extra = definition.get("additionalProperties", True)
+    return (
+        not generator._use_default
+        and "patternProperties" not in definition
+        and (extra is True or extra is False or extra == {})
+        and isinstance(definition.get("properties", {}), dict)
+    )
+
+
+def _generate_required(generator: Any, base: _Generate) -> None:
+    required = generator._definition["required"]
+    if not (
+        isinstance(required, (list, tuple))
+        and required
+        and all(isinstance(key, str) for key in required)
+    ):
+        base(generator)  # fastjsonschema's checks of the definition and its code
+        return
+    generator.create_variable_is_dict()
+    present = " and ".join(f"{key!r} in {generator._variable}" for key in required)
+    with generator.l("if {variable}_is_dict and not ({}):", present):
+        base(generator)  # only reached when a key is missing: computes the error
+
+
+def _generate_properties(generator: Any, base: _Generate) -> None:
+    properties = generator._definition["properties"]
+    if not _plain_object(generator) or not all(
+        isinstance(key, str) and isinstance(definition, (dict, bool))
+        for key, definition in properties.items()
+    ):
+        base(generator)  # fastjsonschema's code, or its definition error
+        return
+    generator.create_variable_is_dict()
+    with generator.l("if {variable}_is_dict:"):
+        for key, definition in properties.items():
+            key_name = re.sub(r"($[^a-zA-Z]|[^a-zA-Z0-9])", "", key)
+            with generator.l("if {} in {variable}:", repr(key)):
+                generator.l("{variable}__{} = {variable}[{}]", key_name, repr(key))
+                generator.generate_func_code_block(
+                    definition,
+                    f"{generator._variable}__{key_name}",
+                    "{}.{}".format(
+                        generator._variable_name,
+                        generator.e(key).replace("{", "{{").replace("}", "}}"),
+                    ),
+                    clear_variables=True,
+                )
+
+
+def _generate_additional_properties(generator: Any, base: _Generate) -> None:
+    if not _plain_object(generator):
+        base(generator)
+        return
+    if generator._definition["additionalProperties"] is not False:
+        return  # any other key is allowed: nothing to check
+    known = frozenset(generator._definition.get("properties", {}))
+    generator.create_variable_is_dict()
+    with generator.l("if {variable}_is_dict:"):
+        # `not in {...}` compiles to a frozenset constant: no set built per call.
+        variable = generator._variable
+        extra = f"{variable}_key not in {set(known)!r}" if known else "True"
+        with generator.l("for {variable}_key in {variable}:"):
+            with generator.l("if {}:", extra):
+                generator.l("{variable}_keys = set({variable}.keys()) - {}", repr(known))
+                generator.exc(
+                    '{name} must not contain "+str({variable}_keys)+" properties',
+                    rule="additionalProperties",
+                )
+
+
+def _override(name: str, generate: Callable[[Any, _Generate], None], base: type[Any]) -> _Generate:
+    """A generate_<keyword> method: `generate` given the generator and `base`'s own."""
+    inherited: _Generate = getattr(base, name)
+    return lambda generator: generate(generator, inherited)
+
+
 @cache
 def _generator_class(base: type[Any]) -> type[Any]:
-    """`base` (a fastjsonschema code generator) with our multipleOf."""
+    """`base` (a fastjsonschema code generator) with our multipleOf and
+    allocation-free object keywords."""
     state = base.global_state.fget
     return type(
         f"_Tolerant{base.__name__}",
         (base,),
         {
             "generate_multiple_of": _generate_multiple_of,
+            "generate_required": _override("generate_required", _generate_required, base),
+            "generate_properties": _override("generate_properties", _generate_properties, base),
+            "generate_additional_properties": _override(
+                "generate_additional_properties", _generate_additional_properties, base
+            ),
             "global_state": property(lambda gen: {**state(gen), "_is_multiple": _is_multiple}),
         },
     )

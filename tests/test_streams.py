@@ -20,6 +20,7 @@ from wsproto.connection import ConnectionType
 
 from ocpp_rpc._streams import (
     _HIGH_WATER,
+    _READ_SIZE,
     _YIELD_EVERY,
     AsyncioSocketStream,
     TrioSocketStream,
@@ -245,3 +246,12 @@ async def test_a_websocket_write_to_a_peer_that_stops_reading_ends_with_write_ti
                 await ws.send(b"x" * 65536)
         assert (closed.value.code, closed.value.reason) == (1006, "write timeout")
         assert ws.close_code == 1006
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_reads_stay_under_the_malloc_mmap_threshold() -> None:
+    # 256 KiB reads (asyncio's default) can cost mmap/mremap/munmap per read.
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        assert isinstance(fast, AsyncioSocketStream)
+        assert fast._transport.max_size == _READ_SIZE <= 128 * 1024  # type: ignore[attr-defined]

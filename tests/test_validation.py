@@ -859,3 +859,165 @@ def test_decimal_numbers_are_validated_too() -> None:
     validator.validate_call("Step", {"n": Decimal("9.1")})
     with pytest.raises(errors.RPCPropertyConstraintViolationError):
         validator.validate_call("Step", {"n": 9.15})
+
+
+# -- the allocation-free object keywords check exactly what fastjsonschema's do ----------------
+
+
+def reference_compile(schema: dict[str, Any]) -> Any:
+    """The validator of fastjsonschema's own generator (only our multipleOf)."""
+    from fastjsonschema.draft04 import CodeGeneratorDraft04
+    from fastjsonschema.draft06 import CodeGeneratorDraft06
+    from fastjsonschema.draft07 import CodeGeneratorDraft07
+    from fastjsonschema.ref_resolver import RefResolver
+
+    from ocpp_rpc import _validation
+
+    version = str(schema.get("$schema", ""))
+    base = (
+        CodeGeneratorDraft04 if "draft-04" in version
+        else CodeGeneratorDraft06 if "draft-06" in version
+        else CodeGeneratorDraft07
+    )
+    state = base.global_state.fget
+    cls = type("Reference", (base,), {
+        "generate_multiple_of": _validation._generate_multiple_of,
+        "global_state": property(
+            lambda gen: {**state(gen), "_is_multiple": _validation._is_multiple}
+        ),
+    })
+    resolver = RefResolver.from_schema(schema, handlers={}, store={})
+    generator = cls(schema, resolver=resolver, use_default=False)
+    namespace = generator.global_state
+    exec(generator.func_code, namespace)
+    return namespace[resolver.get_scope_name()]
+
+
+def outcome(validate: Any, payload: Any) -> tuple[str, str] | None:
+    import fastjsonschema
+
+    try:
+        validate(payload)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return (exc.rule or "", exc.name or "")
+    return None
+
+
+OBJECT_SCHEMAS = {
+    "ThingRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["a", "we'ird \"key\"\n{x}"],
+        "properties": {
+            "a": {"type": "integer"},
+            "we'ird \"key\"\n{x}": {"type": "string"},
+            "nested": {
+                "type": "object",
+                "properties": {"x": {"type": "string"}, "x_key": {"type": "integer"}},
+                "additionalProperties": False,
+            },
+            "open": {"type": "object", "properties": {"y": {"type": "integer"}}},
+            "empty": {"type": "object", "properties": {}, "additionalProperties": False},
+            "schema_extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "pattern": {
+                "type": "object",
+                "patternProperties": {"^p": {"type": "integer"}},
+                "additionalProperties": False,
+            },
+            "req_only": {"type": "object", "required": ["z"]},
+        },
+    },
+}
+THING = {
+    "a": 1,
+    "we'ird \"key\"\n{x}": "s",
+    "nested": {"x": "v", "x_key": 2},
+    "open": {"y": 1, "other": None},
+    "empty": {},
+    "schema_extra": {"k": 1},
+    "pattern": {"p1": 1},
+    "req_only": {"z": 0},
+}
+DIFF_TARGETS = [
+    *((protocol, action + "Request", payload) for protocol, action, payload in TARGETS),
+    ("ping1.0", "ThingRequest", THING),
+]
+
+
+def diff_schema(protocol: str, key: str) -> dict[str, Any]:
+    if protocol == "ping1.0":
+        return OBJECT_SCHEMAS[key]
+    return dict(builtin(protocol)._schemas[key])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(DIFF_TARGETS), JSON, st.data())
+def test_object_keywords_agree_with_fastjsonschema(
+    target: tuple[str, str, Any], junk: Any, data: st.DataObject
+) -> None:
+    from ocpp_rpc import _validation
+
+    protocol, key, valid = target
+    schema = diff_schema(protocol, key)
+    ours, reference = _validation._compile(dict(schema)), reference_compile(dict(schema))
+    assert outcome(ours, valid) is None
+    path = data.draw(st.sampled_from(list(paths(valid))))
+    payloads = [junk, replaced(valid, path, junk)]
+    parent = data.draw(st.sampled_from([p for p in paths(valid) if _is_dict_at(valid, p)]))
+    extra = data.draw(st.text(max_size=6))
+    payloads.append(replaced(valid, parent, {**_at(valid, parent), extra: junk}))
+    if _at(valid, parent):
+        gone = data.draw(st.sampled_from(sorted(_at(valid, parent))))
+        payloads.append(
+            replaced(valid, parent, {k: v for k, v in _at(valid, parent).items() if k != gone})
+        )
+    for payload in payloads:
+        assert outcome(ours, payload) == outcome(reference, payload)
+
+
+def _at(value: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        value = value[step]
+    return value
+
+
+def _is_dict_at(value: Any, path: tuple[Any, ...]) -> bool:
+    return isinstance(_at(value, path), dict)
+
+
+def test_every_builtin_schema_compiles_and_accepts_what_fastjsonschema_accepts() -> None:
+    from ocpp_rpc import _validation
+
+    for protocol in BUILTIN_SUBPROTOCOLS:
+        validator = builtin(protocol)
+        validator.compile_all()
+        for key in validator._schemas:
+            reference = reference_compile(dict(validator._schemas[key]))
+            ours = _validation._compile(dict(validator._schemas[key]))
+            for payload in ({}, {"x": 1}, [], None):
+                assert outcome(ours, payload) == outcome(reference, payload), (protocol, key)
+
+
+def test_payload_checks_after_the_validator_is_cached() -> None:
+    """The per-action fast path still refuses non-objects and takes dict subclasses."""
+
+    class Params(dict[str, Any]):
+        pass
+
+    validator = Validator("ping1.0", OBJECT_SCHEMAS)
+    validator.validate_call("Thing", THING)  # compiled and cached
+    for junk in ([], None, "x", 1):
+        err = fails(validator, "Thing", junk)
+        assert type(err) is errors.RPCFormatViolationError
+        assert err.details == {"path": "$", "keyword": "type"}
+    validator.validate_call("Thing", Params(THING))
+    err = fails(validator, "Thing", Params(THING, extra=1))
+    assert err.details == {"path": "$.extra", "keyword": "additionalProperties"}
+    assert type(fails(validator, "Thing", {**THING, "a": "1"})) is (
+        errors.RPCTypeConstraintViolationError
+    )
+    missing = dict(THING)
+    del missing["a"]
+    assert fails(validator, "Thing", missing).details == {"path": "$.a", "keyword": "required"}
+    with pytest.raises(errors.RPCNotImplementedError):
+        validator.validate_result("Thing", {})
