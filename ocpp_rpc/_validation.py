@@ -300,6 +300,17 @@ def _generate_additional_properties(generator: Any, base: _Generate) -> None:
                 )
 
 
+def _generate_enum(generator: Any, base: _Generate) -> None:
+    enum = generator._definition["enum"]
+    if not (isinstance(enum, (list, tuple)) and enum and all(type(v) is str for v in enum)):
+        base(generator)
+        return
+    # One set lookup (a frozenset constant) instead of fastjsonschema's chain of
+    # `isinstance(x, str) and x == ...` per value: OCPP enums have up to ~80.
+    with generator.l("if not (isinstance({variable}, str) and {variable} in {}):", set(enum)):
+        generator.exc("{name} must be one of {}", generator.e(enum), rule="enum")
+
+
 def _override(name: str, generate: Callable[[Any, _Generate], None], base: type[Any]) -> _Generate:
     """A generate_<keyword> method: `generate` given the generator and `base`'s own."""
     inherited: _Generate = getattr(base, name)
@@ -316,6 +327,7 @@ def _generator_class(base: type[Any]) -> type[Any]:
         (base,),
         {
             "generate_multiple_of": _generate_multiple_of,
+            "generate_enum": _override("generate_enum", _generate_enum, base),
             "generate_required": _override("generate_required", _generate_required, base),
             "generate_properties": _override("generate_properties", _generate_properties, base),
             "generate_additional_properties": _override(

@@ -925,6 +925,9 @@ OBJECT_SCHEMAS = {
                 "additionalProperties": False,
             },
             "req_only": {"type": "object", "required": ["z"]},
+            "kind": {"type": "string", "enum": ["A", "B", "we'ird"]},
+            "untyped_kind": {"enum": ["A", "1"]},
+            "mixed_kind": {"enum": ["A", 1, None, True]},
         },
     },
 }
@@ -937,6 +940,9 @@ THING = {
     "schema_extra": {"k": 1},
     "pattern": {"p1": 1},
     "req_only": {"z": 0},
+    "kind": "we'ird",
+    "untyped_kind": "1",
+    "mixed_kind": 1,
 }
 DIFF_TARGETS = [
     *((protocol, action + "Request", payload) for protocol, action, payload in TARGETS),
