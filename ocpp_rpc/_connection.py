@@ -29,6 +29,7 @@ from ._codec import (
     encode_call_result,
     encode_send,
 )
+from ._deadlines import Deadlines
 from ._events import (
     BadMessageEvent,
     CallErrorEvent,
@@ -102,6 +103,7 @@ class Connection:
         )
         self._set_write_timeout()
         self._outbox = Outbox(WRITE_BUFFER)
+        self._deadlines = Deadlines(self.session.pending, self._expire_call)
         self._task_group: TaskGroup | None = None
         # The scopes of awaited inbound calls (a dict: 64 bytes empty, a set 216).
         self._handler_scopes: dict[anyio.CancelScope, None] = {}
@@ -474,9 +476,14 @@ class Connection:
         pending = PendingCall(method, params)
         self.session.add_pending(message_id, pending)
         try:
-            with anyio.fail_after(timeout):
-                await self._send(frame)
-                await pending.done.wait()
+            if timeout is not None:
+                self._expire_at(deadline, message_id)
+            if timeout is not None and self._outbox.full:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    await self._send(frame)
+            else:
+                await self._send(frame)  # room in the outbox: does not wait
+            await pending.done.wait()
         except BaseException as exc:
             self.session.withdraw(message_id)
             self._check_idle()
@@ -494,6 +501,26 @@ class Connection:
                 "call_result", CallResultEvent(True, message_id, method, params, pending.result)
             )
         return pending.result
+
+    def _expire_at(self, deadline: float, message_id: str) -> None:
+        """Have the call `message_id` fail with TimeoutError at `deadline`."""
+        if self._deadlines.add(deadline, message_id):  # its task must be started
+            started = False
+            if self._task_group is not None:
+                try:
+                    self._task_group.start_soon(self._deadlines.run)
+                    started = True
+                except RuntimeError:  # the task group is done: the connection is ending
+                    pass
+            self._deadlines.started(started)
+            if not started:
+                self._fail_pending(ConnectionClosed(*(self.closed or self.closing or (1006, ""))))
+
+    def _expire_call(self, message_id: str) -> None:
+        pending = self.session.pending.pop(message_id, None)
+        if pending is not None:
+            pending.settle(error=TimeoutError())
+            self._check_idle()
 
     def _check_outbound(
         self, validate: Callable[[str, Any], None], message_id: str, method: str, params: Any

@@ -2,13 +2,15 @@
 
 `anyio.Event()` builds a wrapper around the backend's event (two of them, in
 anyio 4: its `__new__` and `__init__` each make one); on asyncio that is ~6x
-the cost of an `asyncio.Event`, paid several times per call. The backend's own
-event behaves the same under anyio's cancel scopes.
+the cost of an `asyncio.Event` (on trio ~1.4 us more per event than a
+`trio.Event`), paid several times per call. The backend's own event behaves
+the same under anyio's cancel scopes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, Protocol
 
 import anyio
@@ -23,7 +25,12 @@ class EventLike(Protocol):
 
 
 def new_event() -> EventLike:
-    """An `asyncio.Event` when running on asyncio, else an `anyio.Event`."""
+    """An `asyncio.Event` on asyncio, a `trio.Event` on trio (anyio's only other
+    backend), else an `anyio.Event`."""
     if asyncio._get_running_loop() is not None:
         return asyncio.Event()
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        event: EventLike = trio.Event()
+        return event
     return anyio.Event()

@@ -33,6 +33,11 @@ class Outbox:
         return len(self._frames)
 
     @property
+    def full(self) -> bool:
+        """Whether `put` would wait."""
+        return len(self._frames) >= self._size
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
