@@ -239,6 +239,13 @@ def _plain_object(generator: Any) -> bool:
     )
 
 
+def _never_object(definition: Mapping[str, Any]) -> bool:
+    """Whether `type` rules out an object before object keywords are checked."""
+    kind = definition.get("type")
+    kinds = [kind] if isinstance(kind, str) else kind
+    return isinstance(kinds, list) and bool(kinds) and "object" not in kinds
+
+
 def _generate_required(generator: Any, base: _Generate) -> None:
     required = generator._definition["required"]
     if not (
@@ -262,6 +269,8 @@ def _generate_properties(generator: Any, base: _Generate) -> None:
     ):
         base(generator)  # fastjsonschema's code, or its definition error
         return
+    if not properties:
+        return  # nothing to check (an empty block would not compile)
     generator.create_variable_is_dict()
     with generator.l("if {variable}_is_dict:"):
         for key, definition in properties.items():
@@ -285,10 +294,13 @@ def _generate_additional_properties(generator: Any, base: _Generate) -> None:
         return
     if generator._definition["additionalProperties"] is not False:
         return  # any other key is allowed: nothing to check
+    if _never_object(generator._definition):
+        return  # e.g. the 1.6 schemas' string enums: the type check already ran
     known = frozenset(generator._definition.get("properties", {}))
     generator.create_variable_is_dict()
     with generator.l("if {variable}_is_dict:"):
-        # `not in {...}` compiles to a frozenset constant: no set built per call.
+        # `not in {...}` compiles to a frozenset constant: no set built per call
+        # (and for the few keys of an OCPP object, a loop beats keys() <= set).
         variable = generator._variable
         extra = f"{variable}_key not in {set(known)!r}" if known else "True"
         with generator.l("for {variable}_key in {variable}:"):
