@@ -102,7 +102,7 @@ def bench(session: nox.Session) -> None:
     ocpp-rpc, mobilityhouse ocpp + websockets and a bare websockets echo; prints
     one table. Not a default session. Pass options after `--`, e.g.
     `nox -s bench -- --runs 5 --conns 10000`."""
-    session.install("-e", ".[trio,uvloop]")
+    session.install("-e", ".[trio,uvloop,fast]")
     env = install_interop(session)
     session.run("python", "benchmarks/bench.py", *session.posargs, env=env)
 

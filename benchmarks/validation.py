@@ -10,12 +10,14 @@ same frame for scale. Prints one table; no assertions.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+from ocpp_rpc import Validator, _validation
 from ocpp_rpc._validation import builtin_validator
 
 TS = "2024-05-01T12:00:00.000Z"
@@ -117,9 +119,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.5, help="per measurement")
     seconds = parser.parse_args().seconds
 
+    rust = _validation.jsonschema_rs
+    version = importlib.metadata.version("jsonschema-rs") if rust else ""
+    print(f"fast path: {'jsonschema_rs ' + version if rust else 'none (pure Python)'}")
     print(
-        f"{'message':<32} {'protocol':<10} {'ocpp_rpc/s':>12} {'jsonschema/s':>13}"
-        f" {'speed-up':>9} {'json.loads/s':>13} {'bytes':>7}"
+        f"{'message':<32} {'protocol':<10} {'ocpp_rpc/s':>12} {'python-only/s':>14}"
+        f" {'jsonschema/s':>13} {'speed-up':>9} {'json.loads/s':>13} {'bytes':>7}"
     )
     for label, protocol, action, payload in CASES:
         validator = builtin_validator(protocol)
@@ -128,12 +133,17 @@ def main() -> None:
         validator.validate_call(action, payload)  # first use compiles the schema
         compile_ms = (time.perf_counter() - start) * 1000
         ours = rate(seconds, validator.validate_call, action, payload)
+        _validation.jsonschema_rs = None  # the same schemas, fastjsonschema code only
+        python_only = Validator(protocol, validator._schemas)
+        python_only.validate_call(action, payload)  # compiled now, without the fast path
+        _validation.jsonschema_rs = rust
+        python = rate(seconds, python_only.validate_call, action, payload)
         check = baseline(protocol, action)
         theirs = rate(seconds, check, payload) if check else float("nan")
         frame = json.dumps([2, "19223201", action, payload])
         loads = rate(seconds, json.loads, frame)
         print(
-            f"{label:<32} {protocol:<10} {ours:>12,.0f} {theirs:>13,.0f}"
+            f"{label:<32} {protocol:<10} {ours:>12,.0f} {python:>14,.0f} {theirs:>13,.0f}"
             f" {ours / theirs:>8.1f}x {loads:>13,.0f} {len(frame):>7}"
             f"   (compiled in {compile_ms:.1f} ms)"
         )

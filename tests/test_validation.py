@@ -981,6 +981,76 @@ def test_object_keywords_agree_with_fastjsonschema(
         assert outcome(ours, payload) == outcome(reference, payload)
 
 
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(DIFF_TARGETS), JSON, st.data())
+def test_the_rust_fast_path_never_accepts_what_fastjsonschema_refuses(
+    target: tuple[str, str, Any], junk: Any, data: st.DataObject
+) -> None:
+    from ocpp_rpc import _validation
+
+    protocol, key, valid = target
+    schema = diff_schema(protocol, key)
+    fast = _validation._fast_check(dict(schema))
+    if fast is None:
+        pytest.skip("jsonschema_rs is not installed")
+    ours = _validation._compile(dict(schema))
+    assert fast(valid) and outcome(ours, valid) is None
+    path = data.draw(st.sampled_from(list(paths(valid))))
+    text = data.draw(st.text(max_size=30))
+    number = data.draw(st.one_of(st.integers(), st.floats(allow_nan=False)))
+    payloads = [junk, replaced(valid, path, junk), replaced(valid, path, text),
+                replaced(valid, path, number)]
+    parent = data.draw(st.sampled_from([p for p in paths(valid) if _is_dict_at(valid, p)]))
+    extra = data.draw(st.text(max_size=6))
+    payloads.append(replaced(valid, parent, {**_at(valid, parent), extra: junk}))
+    for payload in payloads:
+        try:
+            accepted = fast(payload)
+        except Exception:
+            continue  # the Python code decides
+        if accepted:
+            assert outcome(ours, payload) is None, (key, payload)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "valid"),
+    [("2024-01-01T00:00:00Z", True), ("2024-01-01T00:00:00+0100", True),
+     ("2024-01-01T23:59:60Z", True), ("2024-01-01 00:00:00Z", False), ("yesterday", False)],
+)
+def test_date_times_get_the_same_verdict_with_and_without_the_fast_path(
+    stamp: str, valid: bool
+) -> None:
+    from ocpp_rpc import _validation
+
+    schema = dict(builtin("ocpp1.6")._schemas["HeartbeatResponse"])
+    ours = _validation._compile(dict(schema))
+    assert (outcome(ours, {"currentTime": stamp}) is None) == valid
+    fast = _validation._fast_check(dict(schema))
+    if fast is not None:
+        assert fast({"currentTime": stamp}) == valid
+
+
+def test_without_jsonschema_rs_the_python_code_validates_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ocpp_rpc import _validation
+
+    monkeypatch.setattr(_validation, "jsonschema_rs", None)
+    validator = Validator("ocpp1.6", dict(builtin("ocpp1.6")._schemas))
+    validator.validate_call("Heartbeat", {})
+    assert not validator._fast_requests
+    err = fails(validator, "Heartbeat", {"extra": 1})
+    assert err.details == {"path": "$.extra", "keyword": "additionalProperties"}
+
+
+def test_a_payload_the_fast_path_refuses_gets_the_python_codes_error() -> None:
+    validator = Validator("ocpp1.6", dict(builtin("ocpp1.6")._schemas))
+    validator.validate_call("Heartbeat", {})
+    bad = {"connectorId": "one", "meterValue": [{"timestamp": "x", "sampledValue": []}]}
+    err = fails(validator, "MeterValues", bad)
+    assert (err.details or {}).get("keyword") in ("type", "format", "minItems")
+
+
 def _at(value: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         value = value[step]
