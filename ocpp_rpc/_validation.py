@@ -139,19 +139,7 @@ class Validator:
         validate = self._requests.get(action)
         if validate is None or type(params) is not dict:
             validate = self._prepare(action, _REQUEST, params)
-        fast = self._fast_requests.get(action)
-        if fast is not None:
-            try:
-                if fast(params):
-                    return
-            except Exception:  # a payload it cannot take: the Python code decides
-                pass
-        try:
-            validate(params)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise _to_rpc_error(exc) from None
-        except Exception as exc:  # never let a hostile payload raise anything else
-            raise _unexpected(exc) from exc
+        _check(validate, self._fast_requests.get(action), params)
 
     def validate_send(self, action: str, params: Any) -> None:
         """Check an OCPP 2.1 SEND's payload (against its action's request schema)."""
@@ -163,19 +151,7 @@ class Validator:
         validate = self._responses.get(action)
         if validate is None or type(result) is not dict:
             validate = self._prepare(action, _RESPONSE, result)
-        fast = self._fast_responses.get(action)
-        if fast is not None:
-            try:
-                if fast(result):
-                    return
-            except Exception:  # a payload it cannot take: the Python code decides
-                pass
-        try:
-            validate(result)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise _to_rpc_error(exc) from None
-        except Exception as exc:  # never let a hostile payload raise anything else
-            raise _unexpected(exc) from exc
+        _check(validate, self._fast_responses.get(action), result)
 
     def compile_all(self) -> None:
         """Compile every schema now. Raises `ValueError` for an invalid schema."""
@@ -214,6 +190,22 @@ class Validator:
                 "$ must be a JSON object", {"path": "$", "keyword": "type"}
             )
         return validate
+
+
+def _check(validate: _Compiled, fast: Callable[[Any], bool] | None, payload: Any) -> None:
+    """Accept `payload` if the fast check does; else the Python code decides."""
+    if fast is not None:
+        try:
+            if fast(payload):
+                return
+        except Exception:  # a payload it cannot take: the Python code decides
+            pass
+    try:
+        validate(payload)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise _to_rpc_error(exc) from None
+    except Exception as exc:  # never let a hostile payload raise anything else
+        raise _unexpected(exc) from exc
 
 
 def _unexpected(exc: Exception) -> RPCError:
