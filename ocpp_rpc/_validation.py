@@ -400,8 +400,10 @@ def _compile(schema: dict[str, Any]) -> _Compiled:
 
 def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     """jsonschema_rs's `is_valid` for `schema` with fastjsonschema's format checks,
-    or None (not installed, or it cannot compile the schema)."""
-    if jsonschema_rs is None:
+    or None (not installed, no array in the schema, or it cannot compile it)."""
+    if jsonschema_rs is None or '"array"' not in json.dumps(schema, default=str):
+        # Without arrays a payload stays small, and crossing into Rust (and back
+        # for each format check) costs more than the Python code takes.
         return None
     version = str(schema.get("$schema", ""))
     base = next((cls for tag, cls in _DRAFTS if tag in version), CodeGeneratorDraft07)
