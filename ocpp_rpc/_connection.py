@@ -709,7 +709,9 @@ class Connection:
 
     async def _scheduled_ping(self, scope: anyio.CancelScope, interval: float) -> None:
         with scope:
-            if await self._ping(interval):
+            # A restart_pinger() while the pong was being delivered cancelled this
+            # scope and scheduled the next ping itself: do not schedule a second.
+            if await self._ping(interval) and not scope.cancel_called:
                 self._pinger_scope = None
                 self._schedule_ping(interval)
 

@@ -97,6 +97,10 @@ class _Protocol(asyncio.Protocol):
         stream._error = exc
         stream._wake_reader()
         stream._wake_writer()
+        stream._wake_drain()
+        waiter = stream._close_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self.stream._can_write = False
@@ -104,6 +108,7 @@ class _Protocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.stream._can_write = True
         self.stream._wake_writer()
+        self.stream._wake_drain()
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
@@ -124,6 +129,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._error: Exception | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
+        self._close_waiter: asyncio.Future[None] | None = None  # aclose() flushing
+        self._drain_waiter: asyncio.Future[None] | None = None  # drain() waiting
         transport.set_protocol(_Protocol(self))
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         # asyncio's selector transport reads into a fresh max_size (256 KiB) bytes
@@ -145,6 +152,30 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until every byte sent so far went to the kernel (or the
+        connection is lost): what a send of anyio's own stream waits for, for a
+        last frame before the TCP connection is dropped."""
+        transport = self._transport
+        if not transport.get_write_buffer_size() or self._lost or self._closed:
+            return
+        transport.set_write_buffer_limits(high=0)  # resume_writing() once it is empty
+        try:
+            while transport.get_write_buffer_size() and not self._lost and not self._closed:
+                waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await waiter
+                finally:
+                    self._drain_waiter = None
+        finally:
+            if not self._lost and not transport.is_closing():
+                transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     def _wake_writer(self) -> None:
         waiter = self._write_waiter
@@ -190,6 +221,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if not self._can_write and not self._lost:
             with anyio.fail_after(self.send_timeout):
                 while not self._can_write and not self._lost:
+                    if self._closed:  # aclose() woke us: the bytes may never go out
+                        raise anyio.ClosedResourceError
                     if self._write_waiter is not None:
                         raise anyio.BusyResourceError("writing to")
                     waiter = self._write_waiter = asyncio.get_running_loop().create_future()
@@ -210,13 +243,28 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if not self._closed:
             self._closed = True
             transport = self._transport
-            if transport.get_write_buffer_size():  # flush what is left, within a bound
-                transport.close()
-                asyncio.get_running_loop().call_later(_FLUSH_TIMEOUT, transport.abort)
-            else:
-                transport.abort()
             self._wake_reader()
             self._wake_writer()
+            self._wake_drain()
+            if transport.get_write_buffer_size() and not self._lost:
+                # Flush what is left, within a bound, before returning: whoever owns
+                # the anyio stream we replaced (the server's `async with stream`)
+                # aborts the transport once we return, dropping what is unsent.
+                transport.close()
+                loop = asyncio.get_running_loop()
+                waiter = self._close_waiter = loop.create_future()
+                try:
+                    with anyio.move_on_after(_FLUSH_TIMEOUT):
+                        await waiter
+                except BaseException:  # cancelled (aclose_forcefully): flush in the background
+                    loop.call_later(_FLUSH_TIMEOUT, transport.abort)
+                    raise
+                else:
+                    transport.abort()  # a no-op once flushed and closed
+                finally:
+                    self._close_waiter = None
+            else:
+                transport.abort()
         await anyio.lowlevel.checkpoint()
 
 
@@ -248,6 +296,10 @@ class TrioSocketStream(anyio.abc.SocketStream):
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
         sock = self._sock
+        if self._immediate >= _YIELD_EVERY:
+            # Before the recv: a cancellation here loses no bytes.
+            self._immediate = 0
+            await self._checkpoint()
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
@@ -264,9 +316,6 @@ class TrioSocketStream(anyio.abc.SocketStream):
                 raise self._error(exc) from exc
             break
         self._immediate += 1
-        if self._immediate >= _YIELD_EVERY:
-            self._immediate = 0
-            await self._checkpoint()
         if not data:
             raise anyio.EndOfStream
         return data

@@ -646,7 +646,10 @@ class WebSocket:
         """Fail the connection: send Close(code) if still possible, then drop TCP."""
         self._close_hint = (code, reason)
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _FAIL_TIMEOUT):
-            await self._send_control(CloseConnection(code=code, reason=reason))
+            if await self._send_control(CloseConnection(code=code, reason=reason)) and (
+                isinstance(self._bounded, AsyncioSocketStream)
+            ):
+                await self._bounded.drain()  # it may wait in the transport's buffer yet
         await self._finish(code, reason, force=True)
 
     async def _finish(self, code: int, reason: str, *, force: bool = False) -> None:

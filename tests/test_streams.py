@@ -164,7 +164,7 @@ async def test_trio_receives_that_never_wait_still_yield_now_and_then() -> None:
     async with tcp_pair() as (client, server):
         fast = faster(server)
         assert isinstance(fast, TrioSocketStream)
-        await client.send(b"x" * 4 * _YIELD_EVERY)
+        await client.send(b"x" * (4 * _YIELD_EVERY + 1))
         await anyio.sleep(0.05)  # all of it waits in the socket
         checkpoints = 0
         checkpoint = fast._checkpoint
@@ -175,7 +175,9 @@ async def test_trio_receives_that_never_wait_still_yield_now_and_then() -> None:
             await checkpoint()
 
         fast._checkpoint = counting  # type: ignore[method-assign]
-        for _ in range(4 * _YIELD_EVERY):
+        # The checkpoint comes before the recv that follows 16 immediate ones
+        # (a cancellation there loses no bytes).
+        for _ in range(4 * _YIELD_EVERY + 1):
             assert await fast.receive(1) == b"x"
         assert checkpoints == 4
 
@@ -255,3 +257,64 @@ async def test_asyncio_reads_stay_under_the_malloc_mmap_threshold() -> None:
         fast = faster(server)
         assert isinstance(fast, AsyncioSocketStream)
         assert fast._transport.max_size == _READ_SIZE <= 128 * 1024  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_cancelled_receive_does_not_lose_bytes() -> None:
+    """A receive cancelled at its periodic checkpoint must not eat the bytes it read."""
+    async with tcp_pair() as (client, server):
+        fast = faster(server)
+        for i in range(_YIELD_EVERY + 4):
+            await client.send(bytes([65 + i]))
+            await anyio.sleep(0.005)  # separate segments
+        await anyio.sleep(0.05)
+        got = b""
+        lost_on_cancel = False
+        for _ in range(_YIELD_EVERY + 4):
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                got += await fast.receive(1)
+            if scope.cancelled_caught:
+                lost_on_cancel = True
+                break
+        rest = b""
+        with anyio.move_on_after(0.2):
+            while True:
+                rest += await fast.receive(1)
+        sent = bytes(65 + i for i in range(_YIELD_EVERY + 4))
+        assert got + rest == sent, (lost_on_cancel, got, rest)
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"), "trio"],
+)
+async def test_a_send_waiting_when_the_stream_is_closed_is_told_so() -> None:
+    """anyio's contract (and its own SocketStream): a send interrupted by aclose()
+    raises ClosedResourceError; it must not return as if the bytes were sent."""
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        outcome: list[object] = []
+
+        async def writer() -> None:
+            sends = 0
+            try:
+                for _ in range(10_000):
+                    await fast.send(b"x" * 65536)
+                    sends += 1
+                    if fast._closed:
+                        outcome.append(f"send #{sends} returned after aclose()")
+                        return
+            except anyio.ClosedResourceError as exc:
+                outcome.append(exc)
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            await anyio.sleep(0.2)  # the writer now waits for the peer to read
+            await fast.aclose()
+            with anyio.fail_after(5):
+                while not outcome:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+        assert len(outcome) == 1 and isinstance(outcome[0], anyio.ClosedResourceError), outcome
