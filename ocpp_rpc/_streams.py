@@ -286,6 +286,9 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._checkpoint = trio.lowlevel.checkpoint
         self._trio_closed = trio.ClosedResourceError
         self._closed = False
+        self._broken = False  # a send was cancelled part-way: the byte stream is cut
+        self._receiving = self._sending = False  # anyio's guards: one task each way
+        self._unsent = 0  # bytes of the current send not yet taken by the socket
         self._immediate = 0  # receives in a row that did not wait
 
     @property
@@ -295,6 +298,15 @@ class TrioSocketStream(anyio.abc.SocketStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
+        if self._receiving:
+            raise anyio.BusyResourceError("reading from")
+        self._receiving = True
+        try:
+            return await self._receive(max_bytes)
+        finally:
+            self._receiving = False
+
+    async def _receive(self, max_bytes: int) -> bytes:
         sock = self._sock
         if self._immediate >= _YIELD_EVERY:
             # Before the recv: a cancellation here loses no bytes.
@@ -321,9 +333,27 @@ class TrioSocketStream(anyio.abc.SocketStream):
         return data
 
     async def send(self, item: bytes) -> None:
-        sock = self._sock
+        if self._sending:
+            raise anyio.BusyResourceError("writing to")
+        if self._broken:
+            raise anyio.BrokenResourceError("an earlier send was cancelled part-way")
+        self._sending = True
         view = memoryview(item)
+        try:
+            await self._send(view)
+        except BaseException:
+            # Cancelled (or timed out) after part of `item` went out: what follows
+            # would land mid-frame, so nothing may follow.
+            if 0 < len(view) - self._unsent < len(view):
+                self._broken = True
+            raise
+        finally:
+            self._sending = False
+
+    async def _send(self, view: memoryview) -> None:
+        sock = self._sock
         deadline = None  # set when the first wait starts
+        self._unsent = len(view)
         while view:
             if self._closed:
                 raise anyio.ClosedResourceError
@@ -342,6 +372,7 @@ class TrioSocketStream(anyio.abc.SocketStream):
             except OSError as exc:
                 raise self._error(exc) from exc
             view = view[sent:]
+            self._unsent = len(view)
 
     def _error(self, exc: OSError) -> Exception:
         if self._closed or self._sock.fileno() < 0:

@@ -318,3 +318,30 @@ async def test_a_send_waiting_when_the_stream_is_closed_is_told_so() -> None:
                 while not outcome:  # noqa: ASYNC110
                     await anyio.sleep(0.01)
         assert len(outcome) == 1 and isinstance(outcome[0], anyio.ClosedResourceError), outcome
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_a_send_cancelled_part_way_breaks_the_stream_for_later_sends() -> None:
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        with anyio.move_on_after(0.2) as scope:
+            await fast.send(b"x" * 64 * 1024 * 1024)  # far more than the buffers take
+        assert scope.cancelled_caught
+        with pytest.raises(anyio.BrokenResourceError):
+            await fast.send(b"next frame")  # it would land in the middle of the first
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_two_tasks_sending_at_once_is_refused_like_anyio_does() -> None:
+    async with tcp_pair() as (_client, server):
+        fast = faster(server)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fast.send, b"x" * 64 * 1024 * 1024)  # blocks: nobody reads
+            await anyio.sleep(0.05)
+            with pytest.raises(anyio.BusyResourceError):
+                await fast.send(b"y")
+            tg.start_soon(fast.receive)  # waits: the peer sends nothing
+            await anyio.sleep(0.05)
+            with pytest.raises(anyio.BusyResourceError):
+                await fast.receive()
+            tg.cancel_scope.cancel()
