@@ -102,6 +102,10 @@ class Connection:
             self.protocol
         )
         self._set_write_timeout()
+        # Transports that can write several frames at once (ours) do it in one syscall.
+        self._send_many: Callable[[list[str | bytes]], Awaitable[None]] | None = getattr(
+            transport, "send_many", None
+        )
         self._outbox = Outbox(WRITE_BUFFER)
         self._deadlines = Deadlines(self.session.pending, self._expire_call)
         self._task_group: TaskGroup | None = None
@@ -616,7 +620,7 @@ class Connection:
                 self._writer_done.set()
 
     async def _send_each(self, frames: list[str | bytes]) -> None:
-        send_many = getattr(self.transport, "send_many", None)
+        send_many = self._send_many
         if send_many is not None:
             await send_many(frames)
         else:
@@ -639,7 +643,8 @@ class Connection:
             self._set_write_timeout()
 
     def _set_write_timeout(self) -> None:
-        # Our wsproto transport bounds its Pongs by it too (the writer bounds data frames).
+        # Our WebSocket bounds every write itself (data, Pong, Close); for other
+        # transports the writer does, with a cancel scope.
         if hasattr(self.transport, "write_timeout"):
             self.transport.write_timeout = self.owner._options.write_timeout
 
