@@ -42,8 +42,9 @@ _YIELD_EVERY = 16  # trio: receives in a row that found data waiting, then a che
 
 
 def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
-    """`stream`, moved onto `AsyncioSocketStream` when it is a plain TCP (or
-    TLS-over-TCP) anyio stream of the asyncio backend; otherwise unchanged."""
+    """`stream` moved onto our own stream class when it is a plain TCP anyio
+    stream (also the one under anyio's TLS): `AsyncioSocketStream` on asyncio
+    and uvloop, `TrioSocketStream` on trio. Any other stream is returned as is."""
     if isinstance(stream, TLSStream):
         stream.transport_stream = faster(stream.transport_stream)  # type: ignore[arg-type]
         return stream
