@@ -236,8 +236,8 @@ class Connection:
                 if type(frame_) is CallResultFrame:
                     if self.validator is None:
                         received.pending.settle(frame_.result)
-                    else:
-                        await self._settle_checked(received.pending, frame_)
+                    elif (refusal := self._settle_checked(received.pending, frame_)) is not None:
+                        await self._reply(refusal)
                 else:
                     assert type(frame_) is CallErrorFrame
                     received.pending.settle(error=frame_.to_error())
@@ -256,23 +256,23 @@ class Connection:
                 if received.close:
                     return
 
-    async def _settle_checked(self, pending: PendingCall, frame: CallResultFrame) -> None:
-        """Strict mode: settle a pending call with a result that must be valid."""
+    def _settle_checked(self, pending: PendingCall, frame: CallResultFrame) -> str | None:
+        """Strict mode: settle a pending call with a result that must be valid.
+        Returns the CALLRESULTERROR to send for an invalid one (OCPP 2.1)."""
         assert self.validator is not None
         try:
             self.validator.validate_result(pending.method, frame.result)
         except RPCError as error:
             self._strict_failure(error, frame.message_id, pending.method, False, False)
             pending.settle(error=error)
-            if self.session.dialect.rpc21:  # OCPP 2.1: tell the peer (CALLRESULTERROR)
-                await self._reply(
-                    encode_call_error(
-                        frame.message_id, error.code, error.message, error.details,
-                        self.session.dialect, result_error=True,
-                    )
+            if self.session.dialect.rpc21:  # OCPP 2.1: tell the peer
+                return encode_call_error(
+                    frame.message_id, error.code, error.message, error.details,
+                    self.session.dialect, result_error=True,
                 )
         else:
             pending.settle(frame.result)
+        return None
 
     def _strict_failure(
         self, error: RPCError, message_id: str, method: str, outbound: bool, is_call: bool
