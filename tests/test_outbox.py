@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -81,32 +83,28 @@ async def test_close_flushes_what_is_queued_then_ends_and_refuses_senders() -> N
         await outbox.put("late")
 
 
-async def test_close_wakes_a_waiting_writer() -> None:
-    outbox = Outbox(1)
+async def take_woken_by(outbox: Outbox, wake: Callable[[], None]) -> object:
+    """What a `take` waiting in a task returns once `wake()` is called."""
+    result: list[object] = ["unset"]
+
+    async def writer() -> None:
+        result[0] = await outbox.take()
+
     async with anyio.create_task_group() as tg:
-        result: list[object] = ["unset"]
-
-        async def writer() -> None:
-            result[0] = await outbox.take()
-
         tg.start_soon(writer)
         await anyio.sleep(0.01)
-        outbox.close()
-    assert result == [None]
+        wake()
+    return result[0]
+
+
+async def test_close_wakes_a_waiting_writer() -> None:
+    outbox = Outbox(1)
+    assert await take_woken_by(outbox, outbox.close) is None
 
 
 async def test_interrupt_makes_a_waiting_take_return_nothing() -> None:
     outbox = Outbox(1)
-    async with anyio.create_task_group() as tg:
-        result: list[object] = ["unset"]
-
-        async def writer() -> None:
-            result[0] = await outbox.take()
-
-        tg.start_soon(writer)
-        await anyio.sleep(0.01)
-        outbox.interrupt()
-    assert result == [[]]
+    assert await take_woken_by(outbox, outbox.interrupt) == []
     await outbox.put("x")  # still open
     assert await outbox.take() == ["x"]
 
