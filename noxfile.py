@@ -73,7 +73,7 @@ def interop(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and format check."""
+    """ruff check (lint rules; formatting is not enforced)."""
     session.install("ruff")
     session.run("ruff", "check", ".")
 
