@@ -72,6 +72,12 @@ def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
     return AsyncioSocketStream(transport, read_queue)
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    """Resume the task parked on `waiter`, if one is."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class _Protocol(asyncio.Protocol):
     __slots__ = ("stream",)
 
@@ -85,31 +91,29 @@ class _Protocol(asyncio.Protocol):
         if stream._buffered > _HIGH_WATER and not stream._reading_paused:
             stream._reading_paused = True
             stream._transport.pause_reading()
-        stream._wake_reader()
+        _wake(stream._read_waiter)
 
     def eof_received(self) -> bool:
         self.stream._eof = True
-        self.stream._wake_reader()
+        _wake(self.stream._read_waiter)
         return True  # keep the transport open for writing (anyio does the same)
 
     def connection_lost(self, exc: Exception | None) -> None:
         stream = self.stream
         stream._lost = True
         stream._error = exc
-        stream._wake_reader()
-        stream._wake_writer()
-        stream._wake_drain()
-        waiter = stream._close_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(stream._read_waiter)
+        _wake(stream._write_waiter)
+        _wake(stream._drain_waiter)
+        _wake(stream._close_waiter)
 
     def pause_writing(self) -> None:
         self.stream._can_write = False
 
     def resume_writing(self) -> None:
         self.stream._can_write = True
-        self.stream._wake_writer()
-        self.stream._wake_drain()
+        _wake(self.stream._write_waiter)
+        _wake(self.stream._drain_waiter)
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
@@ -149,16 +153,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         sock: socket.socket = self._transport.get_extra_info("socket")
         return sock
 
-    def _wake_reader(self) -> None:
-        waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _wake_drain(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def drain(self) -> None:
         """Wait until every byte sent so far went to the kernel (or the
         connection is lost): what a send of anyio's own stream waits for, for a
@@ -177,11 +171,6 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         finally:
             if not self._lost and not transport.is_closing():
                 transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-
-    def _wake_writer(self) -> None:
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
@@ -244,9 +233,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if not self._closed:
             self._closed = True
             transport = self._transport
-            self._wake_reader()
-            self._wake_writer()
-            self._wake_drain()
+            _wake(self._read_waiter)
+            _wake(self._write_waiter)
+            _wake(self._drain_waiter)
             if transport.get_write_buffer_size() and not self._lost:
                 # Flush what is left, within a bound, before returning: whoever owns
                 # the anyio stream we replaced (the server's `async with stream`)

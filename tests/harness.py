@@ -4,6 +4,7 @@ facing the raw peer of `rawpeer`, handler bookkeeping, task and memory gauges.""
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -176,3 +177,15 @@ class Blocker:
 
 def echo(call: Call) -> Any:
     return call.params
+
+
+def tls_contexts(host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts: a fresh trustme CA, a certificate for `host`."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(host).configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client

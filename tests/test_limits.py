@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
-import trustme
 from anyio.abc import ByteStream
+from harness import tls_contexts
 
 from ocpp_rpc import CloseResult, ConnectError, Handshake, RPCClient, RPCServer, ServerClient
 
@@ -96,11 +96,7 @@ async def test_silent_connection_is_dropped_after_the_handshake_timeout() -> Non
 
 
 async def test_slow_loris_tls_handshake_is_dropped() -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts("127.0.0.1")
     with anyio.fail_after(5):
         async with serving(server_context, handshake_timeout=0.2) as (_, url, port, aborted):
             async with await anyio.connect_tcp("127.0.0.1", port) as loris:

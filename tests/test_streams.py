@@ -5,7 +5,6 @@ stream and (trio) yield to other tasks when data never stops coming."""
 from __future__ import annotations
 
 import contextlib
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,9 +12,9 @@ import anyio
 import anyio.abc
 import anyio.streams.stapled
 import pytest
-import trustme
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
+from harness import tls_contexts
 from wsproto.connection import ConnectionType
 
 from ocpp_rpc._streams import (
@@ -132,11 +131,7 @@ async def test_a_send_to_a_peer_that_stops_reading_waits_and_can_be_cancelled() 
 
 
 async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
-    ca = trustme.CA()
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ssl)
-    client_ssl = ssl.create_default_context()
-    ca.configure_trust(client_ssl)
+    server_ssl, client_ssl = tls_contexts("localhost")
     async with tcp_pair() as (client, server):
         async with anyio.create_task_group() as tg:
             wrapped: list[TLSStream] = []

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import os
 import socket
-import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ import anyio.abc
 import pytest
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
+from harness import tls_contexts
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
@@ -1101,12 +1101,7 @@ async def test_abort() -> None:
 
 
 async def test_wss_roundtrip() -> None:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    server_context, client_context = tls_contexts("localhost")
 
     async def handler(stream: anyio.abc.SocketStream) -> None:
         tls = await TLSStream.wrap(stream, server_side=True, ssl_context=server_context)
