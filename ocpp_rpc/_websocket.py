@@ -1,5 +1,8 @@
 """WebSocket transport: wsproto frames + h11 HTTP/1.1 upgrade over an anyio ByteStream.
 
+Whole data frames are read and written by `_frames` directly; wsproto handles
+every other frame, and the closing handshake.
+
 Knows nothing of OCPP.  Works the same on anyio's asyncio and trio backends.
 No extensions are negotiated (permessage-deflate offers are ignored).
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import cast
@@ -25,6 +28,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token, generate_nonce
 
+from ._frames import Splitter, encode
 from ._signal import Signal
 from ._slots import CallSlots
 from ._streams import AsyncioSocketStream, TrioSocketStream, faster
@@ -407,8 +411,9 @@ class WebSocket:
         self.close_reason = ""
         self.remote_address = _address(stream, SocketAttribute.remote_address)
         self.local_address = _address(stream, SocketAttribute.local_address)
-        self._conn = Connection(connection_type, trailing_data=trailing_data)
-        self._events = self._conn.events()
+        self._conn = Connection(connection_type)
+        self._splitter = Splitter(self._conn, max_message_size)
+        self._events: Iterator[str | bytes | Event] = iter(self._splitter.feed(trailing_data))
         self._max_message_size = max_message_size
         self._parts: list[str | bytes] = []
         self._message_size = 0
@@ -450,6 +455,8 @@ class WebSocket:
     async def _receive(self) -> str | bytes:
         while self.close_code is None:
             for event in self._events:
+                if type(event) is str or type(event) is bytes:  # a whole frame
+                    return event
                 if isinstance(event, (TextMessage, BytesMessage)):
                     data = cast("str | bytes", event.data)
                     if isinstance(data, str) and not data.isascii():
@@ -485,8 +492,7 @@ class WebSocket:
             except _STREAM_ERRORS:
                 await self._finish(*self._end_state())
                 break
-            self._conn.receive_data(data)
-            self._events = self._conn.events()
+            self._events = iter(self._splitter.feed(data))
         raise self._closed_error()
 
     async def _on_close(self, code: int, reason: str) -> None:
@@ -549,11 +555,7 @@ class WebSocket:
         async with self._write_lock:
             if self._conn.state is not _OPEN:
                 raise self._closed_error()
-            send = self._conn.send
-            data = b"".join([
-                send(TextMessage(data=m) if isinstance(m, str) else BytesMessage(data=m))
-                for m in messages
-            ])
+            data = encode(messages, mask=self._conn.client)
             try:
                 await self._write(data)
             except _STREAM_ERRORS:

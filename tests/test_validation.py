@@ -1095,7 +1095,7 @@ def test_without_jsonschema_rs_the_python_code_validates_alone(
     monkeypatch.setattr(_validation, "jsonschema_rs", None)
     validator = Validator("ocpp1.6", dict(builtin("ocpp1.6")._schemas))
     validator.validate_call("Heartbeat", {})
-    assert not validator._fast_requests
+    assert validator._requests["Heartbeat"][1] is None
     err = fails(validator, "Heartbeat", {"extra": 1})
     assert err.details == {"path": "$.extra", "keyword": "additionalProperties"}
 
@@ -1105,10 +1105,11 @@ def test_only_schemas_with_arrays_take_the_fast_path() -> None:
     validator.validate_call("Heartbeat", {})
     validator.validate_call("MeterValues", {"connectorId": 1, "meterValue": [
         {"timestamp": "2024-01-01T00:00:00Z", "sampledValue": [{"value": "1"}]}]})
-    assert "Heartbeat" not in validator._fast_requests
+    assert validator._requests["Heartbeat"][1] is None
     from ocpp_rpc import _validation
 
-    assert ("MeterValues" in validator._fast_requests) == (_validation.jsonschema_rs is not None)
+    fast = validator._requests["MeterValues"][1]
+    assert (fast is not None) == (_validation.jsonschema_rs is not None)
 
 
 def test_a_payload_the_fast_path_refuses_gets_the_python_codes_error() -> None:

@@ -1,0 +1,176 @@
+"""[pure] WebSocket framing for the common case, next to wsproto.
+
+OCPP-J traffic is almost entirely whole, unfragmented text frames.  `Splitter`
+cuts received bytes at frame boundaries: such a frame becomes its message
+directly, and every other frame (control frames, fragments, frames too big or
+split across reads, anything malformed, everything from a Close on) goes to
+wsproto, in order.  wsproto is only ever fed from a frame boundary, so its
+decoder, state machine and error handling stay exactly as they are.
+`encode` builds whole data frames the way wsproto would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Final
+
+from wsproto.connection import Connection
+from wsproto.events import CloseConnection, Event
+from wsproto.frame_protocol import CloseReason, XorMaskerSimple
+
+_TEXT: Final = 0x1
+_BINARY: Final = 0x2
+_DATA: Final = (_TEXT, _BINARY)
+_CONTINUATION: Final = 0x0
+_PINGS: Final = (0x9, 0xA)  # Ping, Pong
+_SMALL_MASK: Final = 2048  # up to this size an integer XOR unmasks fastest
+
+
+def unmask(key: bytes, payload: bytes) -> bytes:
+    """`payload` XOR the repeated 4-byte `key` (RFC 6455 5.3)."""
+    n = len(payload)
+    if n > _SMALL_MASK:
+        return bytes(XorMaskerSimple(key).process(bytearray(payload)))
+    mask = int.from_bytes((key * ((n >> 2) + 1))[:n], "little")
+    return (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little")
+
+
+def encode(messages: Sequence[str | bytes], *, mask: bool) -> bytes:
+    """Whole, unfragmented data frames for `messages` (masked when `mask`, as a
+    client must), the same bytes wsproto's `send` makes but for the random key."""
+    keys = os.urandom(4 * len(messages)) if mask else b""
+    out: list[bytes] = []
+    for i, message in enumerate(messages):
+        if isinstance(message, str):
+            payload, first = message.encode("utf-8"), 0x80 | _TEXT
+        else:
+            payload, first = bytes(message), 0x80 | _BINARY
+        n = len(payload)
+        bit = 0x80 if mask else 0
+        if n < 126:
+            out.append(bytes((first, bit | n)))
+        elif n < 65536:
+            out.append(bytes((first, bit | 126)) + n.to_bytes(2, "big"))
+        else:
+            out.append(bytes((first, bit | 127)) + n.to_bytes(8, "big"))
+        if mask:
+            key = keys[4 * i : 4 * i + 4]
+            out.append(key)
+            payload = unmask(key, payload)
+        out.append(payload)
+    return b"".join(out)
+
+
+class Splitter:
+    """Received bytes in, messages (str/bytes) and wsproto events out, in wire order.
+
+    A frame is a message here when it is whole in what has arrived, has FIN
+    set, no reserved bits, the mask bit its direction needs, a minimal length
+    of at most `max_size`, and opcode text or binary outside a fragmented
+    message.  A text frame that is not UTF-8 yields
+    ``CloseConnection(1007)`` (as wsproto would) and ends the splitting.
+    """
+
+    __slots__ = ("_conn", "_fragmented", "_head", "_masked", "_max_size", "_owed", "_through")
+
+    def __init__(self, conn: Connection, max_size: int) -> None:
+        self._conn = conn
+        self._masked = not conn.client  # a server receives masked frames
+        self._max_size = max_size
+        self._head = b""  # the start of a frame whose header is not complete yet
+        self._owed = 0  # bytes of the current frame that wsproto still has to get
+        self._fragmented = False  # inside a fragmented message (wsproto has it)
+        self._through = False  # from here on everything goes to wsproto
+
+    def feed(self, data: bytes) -> list[str | bytes | Event]:
+        """The messages and events that `data` completes."""
+        out: list[str | bytes | Event] = []
+        if self._through:
+            return self._to_wsproto(data, out)
+        if self._head:
+            data, self._head = self._head + data, b""
+        pos, end = 0, len(data)
+        owed = self._owed
+        if owed:
+            take = min(owed, end)
+            self._owed = owed - take
+            self._to_wsproto(data[:take], out)
+            pos = take
+        masked, max_size = self._masked, self._max_size
+        while pos < end:
+            if end - pos < 2:
+                self._head = data[pos:]
+                break
+            first, second = data[pos], data[pos + 1]
+            opcode, n = first & 0x0F, second & 0x7F
+            start = pos + 2
+            if n == 126:
+                start += 2
+                if start > end:
+                    self._head = data[pos:]
+                    break
+                n = int.from_bytes(data[pos + 2 : start], "big")
+                minimal = n > 125
+            elif n == 127:
+                start += 8
+                if start > end:
+                    self._head = data[pos:]
+                    break
+                n = int.from_bytes(data[pos + 2 : start], "big")
+                minimal = 65535 < n < 1 << 63
+            else:
+                minimal = True
+            if (second & 0x80 != 0) is not masked or not minimal or first & 0x70:
+                return self._pass_rest(data, pos, out)  # wsproto reports the violation
+            if masked:
+                start += 4
+                if start > end:
+                    self._head = data[pos:]
+                    break
+            stop = start + n
+            fin = first & 0x80
+            if fin and stop <= end and n <= max_size and opcode in _DATA and not self._fragmented:
+                payload = data[start:stop]
+                if masked:
+                    payload = unmask(data[start - 4 : start], payload)
+                if opcode == _BINARY:
+                    out.append(payload)
+                else:
+                    try:
+                        out.append(payload.decode("utf-8"))
+                    except UnicodeDecodeError as exc:
+                        self._through = True
+                        code = CloseReason.INVALID_FRAME_PAYLOAD_DATA
+                        out.append(CloseConnection(code, str(exc)))  # wsproto's words
+                        return out
+                pos = stop
+                continue
+            if opcode in _DATA:
+                if self._fragmented:
+                    return self._pass_rest(data, pos, out)
+                self._fragmented = not fin
+            elif opcode == _CONTINUATION:
+                if not self._fragmented:
+                    return self._pass_rest(data, pos, out)
+                self._fragmented = not fin
+            elif not (opcode in _PINGS and fin and n <= 125):
+                return self._pass_rest(data, pos, out)  # a Close, or a bad frame
+            if stop > end:  # wsproto gets the rest of this frame as it comes
+                self._owed = stop - end
+                stop = end
+            self._to_wsproto(data[pos:stop], out)
+            pos = stop
+        return out
+
+    def _to_wsproto(self, data: bytes, out: list[str | bytes | Event]) -> list[str | bytes | Event]:
+        if data:
+            self._conn.receive_data(data)
+            out.extend(self._conn.events())
+        return out
+
+    def _pass_rest(
+        self, data: bytes, pos: int, out: list[str | bytes | Event]
+    ) -> list[str | bytes | Event]:
+        self._through = True
+        return self._to_wsproto(data[pos:], out)
