@@ -422,11 +422,34 @@ def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     options: dict[str, Any] = {"formats": formats} if formats else {}
     try:
         check: Callable[[Any], bool] = jsonschema_rs.validator_for(
-            schema, validate_formats=True, **options
+            _lean(schema), validate_formats=True, **options
         ).is_valid
     except Exception:  # an older jsonschema_rs, or a schema it does not take
         return None
     return check
+
+
+_VALUE_KEYWORDS: Final = frozenset({"const", "enum", "default", "examples"})
+
+
+def _lean(schema: Any) -> Any:
+    """`schema` without the keywords a string enum makes void: ``"type":
+    "string"`` (only strings equal its values) and ``additionalProperties``
+    (objects only). The OCA schemas repeat both on every enum; jsonschema_rs
+    checks them at a cost (a 1 KB MeterValues: 1.8 -> 1.45 us)."""
+    if isinstance(schema, list):
+        return [_lean(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    lean = {  # values (const, enum...) are left as they are
+        key: value if key in _VALUE_KEYWORDS else _lean(value) for key, value in schema.items()
+    }
+    enum = lean.get("enum")
+    if isinstance(enum, list) and enum and all(type(value) is str for value in enum):
+        if lean.get("type") == "string":
+            del lean["type"]
+        lean.pop("additionalProperties", None)
+    return lean
 
 
 def _formats_used(schema: object) -> set[str]:

@@ -1166,3 +1166,28 @@ def test_payload_checks_after_the_validator_is_cached() -> None:
     assert fails(validator, "Thing", missing).details == {"path": "$.a", "keyword": "required"}
     with pytest.raises(errors.RPCNotImplementedError):
         validator.validate_result("Thing", {})
+
+
+def test_the_rust_schema_drops_only_what_a_string_enum_makes_void() -> None:
+    from ocpp_rpc._validation import _lean
+
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "unit": {"type": "string", "additionalProperties": False, "enum": ["W", "A"]},
+            "mixed": {"type": "string", "enum": ["W", 1]},  # not all strings: kept
+            "fixed": {"const": {"type": "string", "enum": ["W"]}},  # a value: kept
+            "many": {"type": "array", "items": {"type": "string", "enum": ["x"]}},
+        },
+    }
+    assert _lean(schema) == {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "unit": {"enum": ["W", "A"]},
+            "mixed": {"type": "string", "enum": ["W", 1]},
+            "fixed": {"const": {"type": "string", "enum": ["W"]}},
+            "many": {"type": "array", "items": {"enum": ["x"]}},
+        },
+    }
