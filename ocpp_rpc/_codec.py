@@ -7,11 +7,18 @@ send back (if any) as dictated by API.md's wire table.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
+
+try:  # an optional accelerator (the `fast` extra); typed Any, stubs or not
+    orjson: Any = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
 
 from .errors import (
     RPCError,
@@ -174,7 +181,8 @@ _encode_ascii: Final = json.JSONEncoder(
 ).encode
 
 
-def _encode(value: Any) -> str:
+def _encode_std(value: Any) -> str:
+    """`value` as compact JSON text; ValueError/TypeError for what JSON cannot hold."""
     # The ASCII encoder is a third faster. With no escape in its output, no string
     # held a non-ASCII or control character, so the UTF-8 form is the same text.
     text = _encode_ascii(value)
@@ -189,6 +197,40 @@ def _encode(value: Any) -> str:
             # UTF-8 text; the escaped form is the same JSON value.
             return _encode_ascii(value)
     return text
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode_orjson(value: Any) -> str:
+    """`_encode_std` through orjson (~10x faster). Whatever orjson would write
+    differently goes to `_encode_std`: values it refuses (integers over 64 bits,
+    non-string keys, lone surrogates, nesting over 255) and, checked in its output,
+    NaN and infinities, which it writes as null. Subclasses of str, int, dict and
+    list, dataclasses and datetimes are handed back to `_encode_std` too, so the
+    only difference left is that enum members and UUIDs are written (as their
+    value and as a string) where the standard library raises TypeError."""
+    try:
+        data: bytes = _dumps(value, default=_refuse, option=_PASSTHROUGH)
+    except TypeError:  # orjson.JSONEncodeError included
+        return _encode_std(value)
+    if b"null" in data:  # maybe a NaN: the standard library raises ValueError
+        return _encode_std(value)
+    return data.decode("utf-8")
+
+
+_encode: Callable[[Any], str]
+if orjson is not None:
+    _dumps = orjson.dumps
+    _PASSTHROUGH: Final = (
+        orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+    )
+    _encode = _encode_orjson
+else:  # pragma: no cover - depends on the environment
+    _encode = _encode_std
 
 
 def encode_call(message_id: str, method: str, params: Any) -> str:
@@ -241,7 +283,30 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_decode: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_decode_std: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_DIGITS: Final = bytes.maketrans(b"0123456789", b"0000000000")
+_LONG_NUMBER: Final = b"0" * 19  # the shortest integer that may not fit 64 bits
+
+
+def _decode_orjson(text: str) -> Any:
+    """`_decode_std` through orjson (2-5x faster). Text it refuses goes to
+    `_decode_std` (which accepts, e.g., lone surrogates and 1e400, or raises its
+    own error), and so does text with 19 digits in a row: orjson reads integers
+    over 64 bits as floats."""
+    if text.encode("utf-8", "surrogatepass").translate(_DIGITS).find(_LONG_NUMBER) < 0:
+        try:
+            return _loads(text)
+        except ValueError:  # orjson.JSONDecodeError
+            pass
+    return _decode_std(text)
+
+
+_decode: Callable[[str], Any]
+if orjson is not None:
+    _loads = orjson.loads
+    _decode = _decode_orjson
+else:  # pragma: no cover - depends on the environment
+    _decode = _decode_std
 
 
 def _bad(error: RPCError, reply_id: str | None, dialect: Dialect) -> BadFrame:

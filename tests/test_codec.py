@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ocpp_rpc import errors
@@ -269,3 +269,121 @@ def test_malformed_send_is_bad_but_never_answered(text: str) -> None:
     assert isinstance(frame, BadFrame)
     assert frame.reply is None
     assert isinstance(frame.error, errors.RPCFrameworkError)
+
+
+# -- the orjson path (the `fast` extra) against the standard library ---------------
+
+def _outcome(function: Any, value: Any) -> tuple[str, Any]:
+    """("ok", repr of the result) or ("raises", exception class): repr tells 1 from
+    1.0 and 0.0 from -0.0."""
+    try:
+        return "ok", repr(function(value))
+    except (ValueError, TypeError, RecursionError) as exc:
+        return "raises", ValueError if isinstance(exc, ValueError) else type(exc)
+
+
+# Everything Python may hand the encoder: JSON values at their edges, and more.
+wild_leaves = (
+    st.none() | st.booleans() | st.floats() | st.text()
+    | st.integers() | st.integers(min_value=2**63 - 3, max_value=2**64 + 3)
+    | st.integers(max_value=-(2**63) + 3, min_value=-(2**63) - 3)
+    | st.sampled_from(["\ud800", "a\udfff", "\x00", "\u2028", "é", "😀"])
+)
+wild_values = st.recursive(
+    wild_leaves,
+    lambda children: st.lists(children, max_size=4)
+    | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=8) | st.integers() | st.booleans() | st.none(),
+                      children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(wild_values)
+def test_orjson_encoding_means_what_the_standard_library_writes(value: Any) -> None:
+    from ocpp_rpc import _codec
+
+    pytest.importorskip("orjson")
+    std, fast = _outcome(_codec._encode_std, value), _outcome(_codec._encode_orjson, value)
+    if std[0] == "raises":
+        assert fast == std
+    else:  # the same JSON value (orjson spells some floats otherwise: 1e16, not 1e+16)
+        text = _codec._encode_orjson(value)
+        assert repr(json.loads(text)) == repr(json.loads(_codec._encode_std(value)))
+        assert text == _codec._encode_std(value) or any(c in text for c in ".eE")
+
+
+def _numbers() -> st.SearchStrategy[str]:
+    digits = st.text("0123456789", min_size=1, max_size=24)
+    return st.tuples(
+        st.sampled_from(["", "-"]), digits,
+        st.sampled_from(["", "."]).flatmap(lambda dot: digits.map(lambda d: dot + d) if dot
+                                           else st.just("")),
+        st.sampled_from(["", "e", "E-", "e+"]).flatmap(
+            lambda e: st.integers(0, 400).map(lambda x: e + str(x)) if e else st.just("")),
+    ).map("".join)
+
+
+def _written(value: Any) -> str:
+    """What the standard library writes for `value` ("[]" if it cannot)."""
+    from ocpp_rpc import _codec
+
+    try:
+        return _codec._encode_std(value)
+    except (ValueError, TypeError):
+        return "[]"
+
+
+@given(st.one_of(
+    wild_values.map(_written),
+    _numbers().map(lambda n: f'[2,"1","A",{{"v":{n}}}]'),
+    _numbers(),
+    st.text(max_size=40),
+    st.sampled_from(['"\\ud800"', "NaN", "[Infinity]", "-Infinity", "1e400", "[1,]",
+                     "[" * 300 + "]" * 300, '{"a":1,"a":2}', " [1] ", "\ufeff[1]"]),
+))
+@example("1e400")  # orjson refuses; the standard library reads inf
+@example('["\\ud800"]')  # a lone surrogate: orjson refuses
+@example("[NaN]")  # both refuse (NaN is not JSON)
+@example("-9223372036854775809")  # 19 digits, under int64: orjson makes it a float
+@example("[18446744073709551616]")  # over uint64
+@example('{"id":123456789012345678901234567890}')
+def test_orjson_decoding_reads_what_the_standard_library_reads(text: str) -> None:
+    from ocpp_rpc import _codec
+
+    pytest.importorskip("orjson")
+    assert _outcome(_codec._decode_orjson, text) == _outcome(_codec._decode_std, text)
+
+
+def test_orjson_leaves_to_the_standard_library_what_it_would_write_otherwise() -> None:
+    import dataclasses
+    import datetime
+    import enum
+    import uuid
+
+    from ocpp_rpc import _codec
+
+    pytest.importorskip("orjson")
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    class Name(str, enum.Enum):
+        A = "a"
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    for value in (Level.HIGH, Name.A, {"n": Level.HIGH}, [Name.A]):
+        assert _codec._encode_orjson(value) == _codec._encode_std(value)
+    for value in (Point(1), datetime.datetime(2024, 1, 1), float("nan"), [float("inf")]):
+        assert _outcome(_codec._encode_orjson, value)[0] == "raises"
+    assert _codec._encode_orjson({"n": None}) == '{"n":null}'
+
+    class Plain(enum.Enum):  # the one difference, as documented: orjson writes these
+        B = "b"
+
+    assert _codec._encode_orjson([Plain.B]) == '["b"]'
+    some = uuid.UUID(int=1)
+    assert _codec._encode_orjson(some) == f'"{some}"'
