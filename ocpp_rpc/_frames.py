@@ -104,30 +104,18 @@ class Splitter:
                 break
             first, second = data[pos], data[pos + 1]
             opcode, n = first & 0x0F, second & 0x7F
-            start = pos + 2
-            if n == 126:
-                start += 2
-                if start > end:
-                    self._head = data[pos:]
-                    break
-                n = int.from_bytes(data[pos + 2 : start], "big")
-                minimal = n > 125
-            elif n == 127:
-                start += 8
-                if start > end:
-                    self._head = data[pos:]
-                    break
-                n = int.from_bytes(data[pos + 2 : start], "big")
-                minimal = 65535 < n < 1 << 63
+            extended = 2 if n == 126 else 8 if n == 127 else 0
+            start = pos + 2 + extended + (4 if second & 0x80 else 0)
+            if start > end:  # the header is not all here yet
+                self._head = data[pos:]
+                break
+            if extended:
+                n = int.from_bytes(data[pos + 2 : pos + 2 + extended], "big")
+                minimal = n > 125 if extended == 2 else 65535 < n < 1 << 63
             else:
                 minimal = True
             if (second & 0x80 != 0) is not masked or not minimal or first & 0x70:
                 return self._pass_rest(data, pos, out)  # wsproto reports the violation
-            if masked:
-                start += 4
-                if start > end:
-                    self._head = data[pos:]
-                    break
             stop = start + n
             fin = first & 0x80
             if fin and stop <= end and n <= max_size and opcode in _DATA and not self._fragmented:

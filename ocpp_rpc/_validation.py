@@ -137,14 +137,7 @@ class Validator:
         checks = self._requests.get(action)
         if checks is None or type(params) is not dict:
             checks = self._prepare(action, _REQUEST, params)
-        validate, fast = checks
-        if fast is not None:
-            try:
-                if fast(params):
-                    return
-            except Exception:  # a payload it cannot take: the Python code decides
-                pass
-        _check(validate, params)
+        _check(checks, params)
 
     def validate_send(self, action: str, params: Any) -> None:
         """Check an OCPP 2.1 SEND's payload (against its action's request schema)."""
@@ -156,14 +149,7 @@ class Validator:
         checks = self._responses.get(action)
         if checks is None or type(result) is not dict:
             checks = self._prepare(action, _RESPONSE, result)
-        validate, fast = checks
-        if fast is not None:
-            try:
-                if fast(result):
-                    return
-            except Exception:
-                pass
-        _check(validate, result)
+        _check(checks, result)
 
     def compile_all(self) -> None:
         """Compile every schema now. Raises `ValueError` for an invalid schema."""
@@ -198,8 +184,16 @@ class Validator:
         return checks
 
 
-def _check(validate: _Compiled, payload: Any) -> None:
-    """Run the Python code on `payload`; raise the `RPCError` of a failure."""
+def _check(checks: _Checks, payload: Any) -> None:
+    """Accept `payload` if the fast check does; else the Python code decides
+    (and raises the `RPCError` of a failure)."""
+    validate, fast = checks
+    if fast is not None:
+        try:
+            if fast(payload):
+                return
+        except Exception:  # a payload it cannot take: the Python code decides
+            pass
     try:
         validate(payload)
     except fastjsonschema.JsonSchemaValueException as exc:

@@ -248,3 +248,19 @@ def test_encode_uses_the_minimal_length_form(size: int) -> None:
 @given(st.binary(min_size=4, max_size=4), st.binary(max_size=5000))
 def test_unmask_matches_wsprotos_masker(key: bytes, payload: bytes) -> None:
     assert unmask(key, payload) == bytes(XorMaskerSimple(key).process(bytearray(payload)))
+
+
+@pytest.mark.parametrize("client", [False, True])
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 300, 65535, 65536])
+def test_a_frame_cut_at_every_byte_of_its_header_still_splits(client: bool, size: int) -> None:
+    data = raw_frame(BINARY, b"x" * size, mask=not client) + raw_frame(TEXT, b"next",
+                                                                       mask=not client)
+    header = len(data) - size - len(raw_frame(TEXT, b"next", mask=not client))
+    for cut in range(1, header + 1):
+        splitter = Splitter(Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER),
+                            1 << 24)
+        state: dict[str, Any] = {"out": [], "parts": [], "closed": False}
+        normalize(splitter.feed(data[:cut]), state)
+        normalize(splitter.feed(data[cut:]), state)
+        assert state["out"] == [("message", b"x" * size), ("message", "next")], cut
+        assert not splitter._through, cut
