@@ -208,9 +208,11 @@ def _encode_orjson(value: Any) -> str:
     differently goes to `_encode_std`: values it refuses (integers over 64 bits,
     non-string keys, lone surrogates, nesting over 255) and, checked in its output,
     NaN and infinities, which it writes as null. Subclasses of str, int, dict and
-    list, dataclasses and datetimes are handed back to `_encode_std` too, so the
-    only difference left is that enum members and UUIDs are written (as their
-    value and as a string) where the standard library raises TypeError."""
+    list, dataclasses and datetimes are handed back to `_encode_std` too. What
+    differs: enum members and UUIDs are written (as their value and as a
+    string) where the standard library raises TypeError, and some floats are
+    spelled otherwise (``0.00001`` for ``1e-05``, ``1e-7`` for ``1e-07``: the
+    same numbers)."""
     try:
         data: bytes = _dumps(value, default=_refuse, option=_PASSTHROUGH)
     except TypeError:  # orjson.JSONEncodeError included
@@ -286,14 +288,20 @@ def _reject_constant(name: str) -> Any:
 _decode_std: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
 _DIGITS: Final = bytes.maketrans(b"0123456789", b"0000000000")
 _LONG_NUMBER: Final = b"0" * 19  # the shortest integer that may not fit 64 bits
+_DEEP: Final = 1800  # 900 brackets: the standard library's depth decides from there
 
 
 def _decode_orjson(text: str) -> Any:
     """`_decode_std` through orjson (2-5x faster). Text it refuses goes to
     `_decode_std` (which accepts, e.g., lone surrogates and 1e400, or raises its
-    own error), and so does text with 19 digits in a row: orjson reads integers
-    over 64 bits as floats."""
-    if text.encode("utf-8", "surrogatepass").translate(_DIGITS).find(_LONG_NUMBER) < 0:
+    own error), and so does text with 19 digits in a row (orjson reads integers
+    over 64 bits as floats) or with 900 brackets or more: orjson nests 1,024
+    deep, deeper than Python code can then handle, the standard library stops
+    at its recursion limit."""
+    if (
+        text.encode("utf-8", "surrogatepass").translate(_DIGITS).find(_LONG_NUMBER) < 0
+        and (len(text) < _DEEP or text.count("[") + text.count("{") < _DEEP // 2)
+    ):
         try:
             return _loads(text)
         except ValueError:  # orjson.JSONDecodeError

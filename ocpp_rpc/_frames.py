@@ -12,7 +12,8 @@ decoder, state machine and error handling stay exactly as they are.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Final
 
 from wsproto.connection import Connection
@@ -44,8 +45,10 @@ def encode(messages: Sequence[str | bytes], *, mask: bool) -> bytes:
     for i, message in enumerate(messages):
         if isinstance(message, str):
             payload, first = message.encode("utf-8"), 0x80 | _TEXT
-        else:
+        elif isinstance(message, (bytes, bytearray, memoryview)):
             payload, first = bytes(message), 0x80 | _BINARY
+        else:
+            raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
         n = len(payload)
         bit = 0x80 if mask else 0
         if n < 126:
@@ -83,11 +86,15 @@ class Splitter:
         self._fragmented = False  # inside a fragmented message (wsproto has it)
         self._through = False  # from here on everything goes to wsproto
 
-    def feed(self, data: bytes) -> list[str | bytes | Event]:
-        """The messages and events that `data` completes."""
+    def feed(self, data: bytes) -> Iterable[str | bytes | Event]:
+        """The messages and events that `data` completes, to be taken in order.
+
+        wsproto moves to its closing states only as its Close event is taken,
+        so everything from a Close on stays a lazy iterator over its events:
+        a message that came before the Close can still be answered."""
         out: list[str | bytes | Event] = []
         if self._through:
-            return self._to_wsproto(data, out)
+            return self._pass_rest(data, 0, out)
         if self._head:
             data, self._head = self._head + data, b""
         pos, end = 0, len(data)
@@ -151,14 +158,18 @@ class Splitter:
             pos = stop
         return out
 
-    def _to_wsproto(self, data: bytes, out: list[str | bytes | Event]) -> list[str | bytes | Event]:
+    def _to_wsproto(self, data: bytes, out: list[str | bytes | Event]) -> None:
+        """Hand wsproto frames that cannot close it (pings, pongs, fragments)."""
         if data:
             self._conn.receive_data(data)
             out.extend(self._conn.events())
-        return out
 
     def _pass_rest(
         self, data: bytes, pos: int, out: list[str | bytes | Event]
-    ) -> list[str | bytes | Event]:
+    ) -> Iterable[str | bytes | Event]:
+        """From `pos` on everything is wsproto's: a Close, or a violation."""
         self._through = True
-        return self._to_wsproto(data[pos:], out)
+        if pos < len(data):
+            self._conn.receive_data(data[pos:])
+            return chain(out, self._conn.events())
+        return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -45,7 +46,7 @@ def raw_frame(
     return bytes(head) + payload
 
 
-def normalize(items: list[Any], state: dict[str, Any]) -> None:
+def normalize(items: Iterable[Any], state: dict[str, Any]) -> None:
     """Whole messages, pings, pongs and the first close code, into `state["out"]`
     (wsproto's partial messages joined)."""
     out: list[tuple[str, Any]] = state["out"]
@@ -195,7 +196,7 @@ def test_whole_data_frames_skip_wsproto_and_the_rest_reach_it_in_order(client: b
         + raw_frame(TEXT, "é".encode() * 100, mask=mask)
     )
     conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
-    items: list[str | bytes | Event] = Splitter(conn, 1 << 24).feed(data)
+    items: list[str | bytes | Event] = list(Splitter(conn, 1 << 24).feed(data))
     assert items[0] == '[2,"1","A",{}]'
     assert isinstance(items[1], Ping) and items[1].payload == b"p"
     assert items[2:] == [b"\x00\x01", "é" * 100]
@@ -204,17 +205,17 @@ def test_whole_data_frames_skip_wsproto_and_the_rest_reach_it_in_order(client: b
 def test_a_frame_split_across_reads_goes_through_wsproto_as_it_arrives() -> None:
     data = raw_frame(TEXT, b"x" * 1000)
     splitter = Splitter(Connection(ConnectionType.SERVER), 1 << 24)
-    first = splitter.feed(data[:500])
+    first = list(splitter.feed(data[:500]))
     assert [type(e) for e in first] == [TextMessage]
     assert not first[0].message_finished  # type: ignore[union-attr]
-    rest = splitter.feed(data[500:] + raw_frame(TEXT, b"next"))
+    rest = list(splitter.feed(data[500:] + raw_frame(TEXT, b"next")))
     assert isinstance(rest[0], TextMessage) and rest[0].message_finished
     assert rest[1:] == ["next"]  # the boundary is found again: back on the fast path
 
 
 def test_bad_utf8_in_a_whole_frame_closes_1007_after_the_messages_before_it() -> None:
     data = raw_frame(TEXT, b"ok") + raw_frame(TEXT, b"\xff") + raw_frame(TEXT, b"never")
-    items = Splitter(Connection(ConnectionType.SERVER), 1 << 24).feed(data)
+    items = list(Splitter(Connection(ConnectionType.SERVER), 1 << 24).feed(data))
     assert items[0] == "ok"
     assert isinstance(items[1], CloseConnection) and items[1].code == 1007
     assert "utf-8" in (items[1].reason or "") and len(items) == 2
@@ -222,7 +223,7 @@ def test_bad_utf8_in_a_whole_frame_closes_1007_after_the_messages_before_it() ->
 
 def test_a_frame_over_max_size_is_left_to_wsproto_in_pieces() -> None:
     """The connection sees partial messages and applies its 1009 check to them."""
-    items = Splitter(Connection(ConnectionType.SERVER), 10).feed(raw_frame(TEXT, b"x" * 11))
+    items = list(Splitter(Connection(ConnectionType.SERVER), 10).feed(raw_frame(TEXT, b"x" * 11)))
     assert [type(e) for e in items] == [TextMessage]
 
 
@@ -264,3 +265,21 @@ def test_a_frame_cut_at_every_byte_of_its_header_still_splits(client: bool, size
         normalize(splitter.feed(data[cut:]), state)
         assert state["out"] == [("message", b"x" * size), ("message", "next")], cut
         assert not splitter._through, cut
+
+
+def test_events_from_a_close_on_are_taken_lazily() -> None:
+    """wsproto is still open while the messages before a Close are taken."""
+    conn = Connection(ConnectionType.SERVER)
+    close = raw_frame(CLOSE, struct.pack("!H", 1000))
+    items = iter(Splitter(conn, 1 << 24).feed(raw_frame(TEXT, b"call") + close))
+    assert next(items) == "call"
+    from wsproto.connection import ConnectionState
+
+    assert conn.state is ConnectionState.OPEN  # a reply can still be sent
+    assert isinstance(next(items), CloseConnection)
+    assert conn.state in (ConnectionState.REMOTE_CLOSING,)  # once its Close is taken
+
+
+def test_encode_refuses_what_is_neither_text_nor_bytes() -> None:
+    with pytest.raises(TypeError):
+        encode([5], mask=False)  # type: ignore[list-item]
