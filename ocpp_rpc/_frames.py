@@ -93,6 +93,8 @@ class Splitter:
         so everything from a Close on stays a lazy iterator over its events:
         a message that came before the Close can still be answered."""
         out: list[str | bytes | Event] = []
+        if type(data) is not bytes:  # slices of it are the messages: make them bytes
+            data = bytes(data)
         if self._through:
             return self._pass_rest(data, 0, out)
         if self._head:

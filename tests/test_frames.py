@@ -283,3 +283,9 @@ def test_events_from_a_close_on_are_taken_lazily() -> None:
 def test_encode_refuses_what_is_neither_text_nor_bytes() -> None:
     with pytest.raises(TypeError):
         encode([5], mask=False)  # type: ignore[list-item]
+
+
+def test_a_bytearray_read_yields_bytes_messages() -> None:
+    splitter = Splitter(Connection(ConnectionType.SERVER), 1 << 24)
+    items = list(splitter.feed(bytearray(raw_frame(BINARY, b"\x01\x02"))))
+    assert items == [b"\x01\x02"] and type(items[0]) is bytes
