@@ -481,13 +481,15 @@ async def test_reject_upgrade_peer_gone_does_not_raise() -> None:
     await reject_upgrade(Gone(), 503)
 
 
-async def test_a_message_pipelined_with_the_peers_close_can_still_be_answered() -> None:
-    """A CALL and the peer's Close in one read: the reply goes out before our
-    echoed Close (the state is still open until the Close is taken)."""
-    results: list[object] = []
+def sending_session(results: list[object], *, receive_first: bool) -> Callable[
+    [WebSocket], Awaitable[None]
+]:
+    """A session that (after one receive, if `receive_first`) sends "reply",
+    notes whether it went out, then reads until the WebSocket closes."""
 
     async def session(ws: WebSocket) -> None:
-        results.append(await ws.receive())
+        if receive_first:
+            results.append(await ws.receive())
         try:
             await ws.send("reply")
             results.append("sent")
@@ -496,6 +498,14 @@ async def test_a_message_pipelined_with_the_peers_close_can_still_be_answered() 
         with pytest.raises(WebSocketClosed):
             await ws.receive()
 
+    return session
+
+
+async def test_a_message_pipelined_with_the_peers_close_can_still_be_answered() -> None:
+    """A CALL and the peer's Close in one read: the reply goes out before our
+    echoed Close (the state is still open until the Close is taken)."""
+    results: list[object] = []
+    session = sending_session(results, receive_first=True)
     with anyio.fail_after(5):
         async with one_shot_server(ws_handler(session)) as port, raw_client(port) as peer:
             await peer.stream.send(frame(OP_TEXT, b"call") + frame(OP_CLOSE, close_payload(1000)))
@@ -508,24 +518,17 @@ async def test_a_message_pipelined_with_the_peers_close_can_still_be_answered() 
 
 async def test_a_close_pipelined_with_the_upgrade_lets_a_first_send_out() -> None:
     results: list[object] = []
-
-    async def session(ws: WebSocket) -> None:
-        try:
-            await ws.send("hello")
-            results.append("sent")
-        except WebSocketClosed as exc:
-            results.append(("refused", exc.code))
-        with pytest.raises(WebSocketClosed):
-            await ws.receive()
-
+    session = sending_session(results, receive_first=False)
     with anyio.fail_after(5):
         first = frame(OP_CLOSE, close_payload(1000))
         async with one_shot_server(ws_handler(session)) as port, raw_client(
             port, first=first
         ) as peer:
-            while not isinstance(await peer.event(), CloseConnection):
-                pass
+            events: list[Event] = []
+            while not events or not isinstance(events[-1], CloseConnection):
+                events.append(await peer.event())
     assert results == ["sent"]
+    assert isinstance(events[0], TextMessage) and events[0].data == "reply"
 
 
 async def test_pipelined_first_frame_is_not_lost() -> None:
