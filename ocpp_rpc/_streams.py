@@ -23,8 +23,11 @@ Every other stream (Unix sockets, in-memory streams, wrappers) is used as it is.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
+import os
 import socket
+import ssl
 from collections import deque
 from typing import Any, cast
 
@@ -39,6 +42,49 @@ _READ_SIZE = 64 * 1024  # asyncio: bytes per read (under glibc's mmap threshold)
 _WRITE_HIGH_WATER = 64 * 1024  # bytes the transport may buffer before send() waits
 _FLUSH_TIMEOUT = 2.0  # aclose() with unsent data: bound on flushing it
 _YIELD_EVERY = 16  # trio: receives in a row that found data waiting, then a checkpoint
+
+
+async def connect_tcp(
+    host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> anyio.abc.ByteStream:
+    """`anyio.connect_tcp` (with TLS checked against `host` when `ssl_context`
+    is given), in half the time for an IP address: one address needs none of
+    the happy-eyeballs task group, task, event and timeout that anyio starts
+    for every connection (~150 µs of CPU each)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or getattr(address, "scope_id", None):  # a name, or fe80::1%eth0
+        if ssl_context is None:
+            return await anyio.connect_tcp(host, port)
+        return await anyio.connect_tcp(
+            host, port, tls=True, ssl_context=ssl_context, tls_hostname=host
+        )
+    sock = socket.socket(
+        socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM
+    )
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.connect((host, port))
+        except BlockingIOError:
+            await anyio.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error)) from None
+        stream = await anyio.abc.SocketStream.from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+    if ssl_context is None:
+        return stream
+    try:
+        return await TLSStream.wrap(stream, hostname=host, ssl_context=ssl_context)
+    except BaseException:
+        await anyio.aclose_forcefully(stream)
+        raise
 
 
 def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:

@@ -31,7 +31,7 @@ from wsproto.utilities import generate_accept_token, generate_nonce
 from ._frames import Splitter, encode
 from ._signal import Signal
 from ._slots import CallSlots
-from ._streams import AsyncioSocketStream, TrioSocketStream, faster
+from ._streams import AsyncioSocketStream, TrioSocketStream, connect_tcp, faster
 from ._transport import WebSocketClosed as WebSocketClosed
 
 _RECEIVE_SIZE = 65536
@@ -291,13 +291,11 @@ async def connect(
         if scheme == "wss":
             context = ssl_context or ssl.create_default_context()
             try:
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-                    host, port, tls=True, ssl_context=context, tls_hostname=host
-                )
+                stream = await connect_tcp(host, port, ssl_context=context)
             except anyio.BrokenResourceError as exc:  # EOF during the TLS handshake
                 raise ConnectionError("connection lost during the TLS handshake") from exc
         else:
-            stream = await anyio.connect_tcp(host, port)
+            stream = await connect_tcp(host, port)
         try:
             await stream.send(data)
             response = await _read_response(stream, conn)

@@ -5,6 +5,9 @@ stream and (trio) yield to other tasks when data never stops coming."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +26,7 @@ from ocpp_rpc._streams import (
     _YIELD_EVERY,
     AsyncioSocketStream,
     TrioSocketStream,
+    connect_tcp,
     faster,
 )
 from ocpp_rpc._transport import WebSocketClosed
@@ -340,3 +344,76 @@ async def test_trio_two_tasks_sending_at_once_is_refused_like_anyio_does() -> No
             with pytest.raises(anyio.BusyResourceError):
                 await fast.receive()
             tg.cancel_scope.cancel()
+
+
+# -- connect_tcp: anyio.connect_tcp without happy eyeballs for an IP address ------
+
+
+@asynccontextmanager
+async def echo_listener(host: str, ssl_context: ssl.SSLContext | None = None
+                        ) -> AsyncIterator[int]:
+    """A listener on `host` that echoes one chunk per connection; its port."""
+    async def echo(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            wrapped: anyio.abc.ByteStream = stream
+            if ssl_context is not None:
+                with contextlib.suppress(Exception):
+                    wrapped = await TLSStream.wrap(stream, server_side=True,
+                                                   ssl_context=ssl_context)
+            with contextlib.suppress(Exception):
+                await wrapped.send(await wrapped.receive())
+                await wrapped.receive()  # until the client is done
+
+    async with await anyio.create_tcp_listener(local_host=host) as listener, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, echo)
+        yield listener.extra(SocketAttribute.local_port)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+async def test_connect_tcp_reaches_addresses_and_names(anyio_backend: str, host: str) -> None:
+    listen = "127.0.0.1" if host == "localhost" else host
+    try:
+        listener_cm = echo_listener(listen)
+        port = await listener_cm.__aenter__()
+    except OSError:
+        pytest.skip(f"no {listen} on this machine")
+    try:
+        with anyio.fail_after(5):
+            stream = await connect_tcp(host, port)
+            async with stream:
+                assert stream.extra(SocketAttribute.remote_port) == port
+                nodelay = stream.extra(SocketAttribute.raw_socket).getsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert nodelay
+                await stream.send(b"ping")
+                assert await stream.receive() == b"ping"
+                expected = AsyncioSocketStream if anyio_backend == "asyncio" else TrioSocketStream
+                assert type(faster(stream)) is expected
+    finally:
+        await listener_cm.__aexit__(None, None, None)
+
+
+async def test_connect_tcp_to_a_closed_port_raises_oserror() -> None:
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with anyio.fail_after(5), pytest.raises(OSError) as caught:
+        await connect_tcp("127.0.0.1", port)
+    assert caught.value.errno == errno.ECONNREFUSED
+
+
+async def test_connect_tcp_checks_tls_against_the_ip_address() -> None:
+    server_context, client_context = tls_contexts("127.0.0.1")
+    async with echo_listener("127.0.0.1", server_context) as port:
+        with anyio.fail_after(5):
+            stream = await connect_tcp("127.0.0.1", port, ssl_context=client_context)
+            assert isinstance(stream, TLSStream)
+            await stream.send(b"secret")
+            assert await stream.receive() == b"secret"
+            await anyio.aclose_forcefully(stream)
+    server_context, client_context = tls_contexts("10.0.0.1")  # not who answers
+    async with echo_listener("127.0.0.1", server_context) as port:
+        with anyio.fail_after(5), pytest.raises(ssl.SSLCertVerificationError):
+            await connect_tcp("127.0.0.1", port, ssl_context=client_context)
