@@ -15,7 +15,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute
-from harness import Accepted, Outcome
+from harness import Accepted, Blocker, Outcome
 from wsproto.utilities import generate_accept_token
 
 from ocpp_rpc import (
@@ -93,27 +93,6 @@ class Recorder:
         while len(self.of(name)) < count:
             await self._changed.wait()
         return self.of(name)
-
-class Blocker:
-    """A handler that blocks until released (or cancelled), noting both."""
-
-    def __init__(self, result: Any = None) -> None:
-        self.result = result
-        self.started = anyio.Event()
-        self.release = anyio.Event()
-        self.cancelled = anyio.Event()
-        self.calls: list[Call] = []
-
-    async def __call__(self, call: Call) -> Any:
-        self.calls.append(call)
-        self.started.set()
-        try:
-            await self.release.wait()
-        except anyio.get_cancelled_exc_class():
-            self.cancelled.set()
-            raise
-        return self.result
-
 
 async def free_port() -> int:
     """A local TCP port nobody listens on."""

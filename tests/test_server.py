@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from harness import Accepted, Outcome
+from harness import Accepted, Blocker, Outcome
 
 from ocpp_rpc import (
     Accept,
@@ -48,25 +48,6 @@ def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
     options.setdefault("ping_interval", None)
     options.setdefault("reconnect", False)
     return RPCClient(url, identity, **options)
-
-class Blocker:
-    """A handler that blocks until released (or cancelled), noting both."""
-
-    def __init__(self, result: Any = None) -> None:
-        self.result = result
-        self.started = anyio.Event()
-        self.release = anyio.Event()
-        self.cancelled = anyio.Event()
-
-    async def __call__(self, call: Call) -> Any:
-        self.started.set()
-        try:
-            await self.release.wait()
-        except anyio.get_cancelled_exc_class():
-            self.cancelled.set()
-            raise
-        return self.result
-
 
 async def http_exchange(port: int, request: bytes) -> bytes:
     """Send a raw HTTP request; return the response head (and what came with it)."""
