@@ -158,13 +158,19 @@ class Bench:
                 "cpu": time.process_time() - cpu0}
 
 
+async def warm_client(b: Bench, server: Any) -> Any:
+    """One client of `server`, after 200 warm-up calls."""
+    port = server.sockets[0].getsockname()[1]
+    peer, _ = await b.open_client(port, "BENCH", ping_interval=None)
+    for _ in range(min(200, b.args.calls)):
+        await peer.call(b.args.frame)
+    return peer
+
+
 async def seq(b: Bench) -> dict[str, Any]:
     args = b.args
     async with b.serve(ping_interval=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        peer, _ = await b.open_client(port, "BENCH", ping_interval=None)
-        for _ in range(min(200, args.calls)):
-            await peer.call(args.frame)
+        peer = await warm_client(b, server)
         times = []
         clock = time.perf_counter
         cpu0, start = time.process_time(), clock()
@@ -180,10 +186,7 @@ async def seq(b: Bench) -> dict[str, Any]:
 async def inflight(b: Bench) -> dict[str, Any]:
     args = b.args
     async with b.serve(ping_interval=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        peer, _ = await b.open_client(port, "BENCH", ping_interval=None)
-        for _ in range(min(200, args.calls)):
-            await peer.call(args.frame)
+        peer = await warm_client(b, server)
         cpu0, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(peer.call(args.frame) for _ in range(args.calls)))
         return {"calls": args.calls, "seconds": time.perf_counter() - start,

@@ -209,14 +209,19 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         transport.set_write_buffer_limits(high=0)  # resume_writing() once it is empty
         try:
             while transport.get_write_buffer_size() and not self._lost and not self._closed:
-                waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await waiter
-                finally:
-                    self._drain_waiter = None
+                await self._parked("_drain_waiter")
         finally:
             if not self._lost and not transport.is_closing():
                 transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+
+    async def _parked(self, slot: str) -> None:
+        """Wait on a new future kept in attribute `slot` until `_wake` resolves it."""
+        waiter = asyncio.get_running_loop().create_future()
+        setattr(self, slot, waiter)
+        try:
+            await waiter
+        finally:
+            setattr(self, slot, None)
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
@@ -233,11 +238,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 raise anyio.EndOfStream
             if self._read_waiter is not None:
                 raise anyio.BusyResourceError("reading from")
-            waiter = self._read_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._read_waiter = None
+            await self._parked("_read_waiter")
         chunk = buffer.pop(0)
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
@@ -261,11 +262,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                         raise anyio.ClosedResourceError
                     if self._write_waiter is not None:
                         raise anyio.BusyResourceError("writing to")
-                    waiter = self._write_waiter = asyncio.get_running_loop().create_future()
-                    try:
-                        await waiter
-                    finally:
-                        self._write_waiter = None
+                    await self._parked("_write_waiter")
         if self._lost and self._error is not None:
             raise anyio.BrokenResourceError from self._error
 
