@@ -17,8 +17,9 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from ocpp_rpc import Validator, _validation
-from ocpp_rpc._validation import builtin_validator
+from ocpp_rpc import Validator
+from ocpp_rpc._wire import validation as _validation
+from ocpp_rpc._wire.validation import builtin_validator
 
 TS = "2024-05-01T12:00:00.000Z"
 

@@ -1,17 +1,17 @@
 """OCPP-J RPC over WebSockets, client and server, for Trio and asyncio (via anyio)."""
 
-from ._client import RPCClient as RPCClient
-from ._client import State as State
-from ._events import CloseResult as CloseResult
-from ._handlers import NOREPLY as NOREPLY
-from ._handlers import Call as Call
-from ._reconnect import Backoff as Backoff
-from ._server import Accept as Accept
-from ._server import Handshake as Handshake
-from ._server import Reject as Reject
-from ._server import RPCServer as RPCServer
-from ._server import ServerClient as ServerClient
-from ._validation import Validator as Validator
+from ._rpc.client import RPCClient as RPCClient
+from ._rpc.client import State as State
+from ._rpc.events import CloseResult as CloseResult
+from ._rpc.handlers import NOREPLY as NOREPLY
+from ._rpc.handlers import Call as Call
+from ._rpc.reconnect import Backoff as Backoff
+from ._rpc.server import Accept as Accept
+from ._rpc.server import Handshake as Handshake
+from ._rpc.server import Reject as Reject
+from ._rpc.server import RPCServer as RPCServer
+from ._rpc.server import ServerClient as ServerClient
+from ._wire.validation import Validator as Validator
 from .errors import ConnectError as ConnectError
 from .errors import ConnectionClosed as ConnectionClosed
 from .errors import RPCError as RPCError

@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import anyio
 
-from ._handshake import Handshake, make_handshake
-from ._transport import Transport, WebSocketClosed
+from ._wire.handshake import Handshake, make_handshake
+from .transport import Transport, WebSocketClosed
 
 if TYPE_CHECKING:
-    from ._server import RPCServer
+    from ._rpc.server import RPCServer
 
 __all__ = ("ASGIApp", "ASGIWebSocket")
 
@@ -88,8 +88,7 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":  # the client left before anything
             return
-        upgrade = _ASGIUpgrade(scope, receive, send, self.server._options.max_message_size)
-        await self.server._serve_upgrade(upgrade)
+        await self.server.serve_upgrade(_ASGIUpgrade(scope, receive, send))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -137,11 +136,10 @@ class _ASGIUpgrade:
 
     keepalive = False  # the host pings
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, max_message_size: int) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._scope = scope
         self._receive = receive
         self._send = send
-        self._max_message_size = max_message_size
 
     def handshake(self) -> Handshake:
         scope = self._scope
@@ -160,7 +158,7 @@ class _ASGIUpgrade:
             peer_certificate_der=_client_certificate_der(scope),
         )
 
-    async def accept(self, subprotocol: str | None) -> Transport:
+    async def accept(self, subprotocol: str | None, *, max_message_size: int) -> Transport:
         try:
             await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
         except Exception as exc:  # the host reports a client gone its own way
@@ -168,7 +166,7 @@ class _ASGIUpgrade:
             raise WebSocketClosed(1006, "") from None
         return ASGIWebSocket(
             self._receive, self._send, subprotocol=subprotocol,
-            max_message_size=self._max_message_size,
+            max_message_size=max_message_size,
         )
 
     async def reject(self, status: int, message: str) -> None:
@@ -248,6 +246,8 @@ class ASGIWebSocket:
         self._send = send
         self._subprotocol = subprotocol
         self._max_message_size = max_message_size
+        #: Seconds the host may take to accept one message (None: no bound).
+        self.write_timeout: float | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self._close_sent: tuple[int, str] | None = None
@@ -307,11 +307,20 @@ class ASGIWebSocket:
             if self.close_code is not None or self._close_sent is not None:
                 raise self._closed_error()
             try:
-                await self._send(event)
+                with anyio.fail_after(self.write_timeout):
+                    await self._send(event)
+            except TimeoutError:
+                self._finish(1006, "write timeout")
+                raise self._closed_error() from None
             except Exception as exc:  # OSError per ASGI 2.4; hosts differ
                 logger.debug("ASGI send failed: %r", exc)
                 self._finish(1006, "")
                 raise self._closed_error() from None
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Send `messages` in order."""
+        for message in messages:
+            await self.send(message)
 
     async def ping(self, payload: bytes | None = None) -> None:
         """No-op: ASGI has no pings (the host server's keep-alive covers it)."""

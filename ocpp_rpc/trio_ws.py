@@ -25,14 +25,14 @@ import anyio
 import trio
 import trio_websocket
 
-from ._client import DEFAULT_MAX_MESSAGE_SIZE, RPCClient, State
-from ._events import ConnectingEvent
-from ._handshake import Handshake, make_handshake
-from ._reconnect import NotRetryable
-from ._transport import Transport, WebSocketClosed
+from ._rpc.client import DEFAULT_MAX_MESSAGE_SIZE, RPCClient, State
+from ._rpc.events import ConnectingEvent
+from ._rpc.reconnect import NotRetryable
+from ._wire.handshake import Handshake, make_handshake
+from .transport import Transport, WebSocketClosed
 
 if TYPE_CHECKING:
-    from ._server import RPCServer
+    from ._rpc.server import RPCServer
 
 __all__ = ("TrioWebSocketTransport", "attach_client", "serve_request")
 
@@ -54,6 +54,8 @@ class TrioWebSocketTransport:
     ) -> None:
         self.websocket = websocket
         self._max_message_size = max_message_size
+        #: Seconds trio-websocket may take to write one message (None: no bound).
+        self.write_timeout: float | None = None
         self.close_code: int | None = None
         self.close_reason = ""
 
@@ -74,9 +76,21 @@ class TrioWebSocketTransport:
 
     async def send(self, message: str | bytes) -> None:
         try:
-            await self.websocket.send_message(message)
+            with anyio.fail_after(self.write_timeout):
+                await self.websocket.send_message(message)
         except trio_websocket.ConnectionClosed as exc:
             raise self._closed(exc) from None
+        except TimeoutError:
+            if self.close_code is None:
+                self.close_code, self.close_reason = 1006, "write timeout"
+            with anyio.CancelScope(shield=True):
+                await self.abort()
+            raise WebSocketClosed(1006, "write timeout") from None
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Send `messages` in order."""
+        for message in messages:
+            await self.send(message)
 
     async def ping(self, payload: bytes | None = None) -> None:
         try:
@@ -114,9 +128,8 @@ class _TrioWebSocketUpgrade:
 
     keepalive = True
 
-    def __init__(self, request: trio_websocket.WebSocketRequest, max_message_size: int) -> None:
+    def __init__(self, request: trio_websocket.WebSocketRequest) -> None:
         self._request = request
-        self._max_message_size = max_message_size
 
     def handshake(self) -> Handshake:
         request = self._request
@@ -138,12 +151,12 @@ class _TrioWebSocketUpgrade:
             remote_address=address,
         )
 
-    async def accept(self, subprotocol: str | None) -> Transport:
+    async def accept(self, subprotocol: str | None, *, max_message_size: int) -> Transport:
         try:
             websocket = await self._request.accept(subprotocol=subprotocol)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
             raise WebSocketClosed(1006, "") from None
-        return TrioWebSocketTransport(websocket, max_message_size=self._max_message_size)
+        return TrioWebSocketTransport(websocket, max_message_size=max_message_size)
 
     async def reject(self, status: int, message: str) -> None:
         try:
@@ -162,8 +175,7 @@ async def serve_request(server: RPCServer, request: trio_websocket.WebSocketRequ
     Call it from a ``serve_websocket`` handler while the server's ``async with``
     block runs. Refusals are answered with their HTTP status.
     """
-    upgrade = _TrioWebSocketUpgrade(request, server._options.max_message_size)
-    await server._serve_upgrade(upgrade)
+    await server.serve_upgrade(_TrioWebSocketUpgrade(request))
 
 
 class _AttachedClient(RPCClient):

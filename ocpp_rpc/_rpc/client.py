@@ -1,0 +1,592 @@
+"""`RPCClient`: one OCPP-J endpoint over a WebSocket, with queueing while
+connecting, reconnects, keep-alive and handlers."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import logging
+import math
+import ssl
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_never
+
+from .._concurrency.latch import Signal
+from .._concurrency.slots import CallSlots
+from .._transport import websocket as _websocket
+from .._wire.codec import dialect_for
+from .._wire.validation import Validator, resolve_validators
+from ..errors import ConnectError, ConnectionClosed
+from ..transport import Dialer, Transport
+from .connection import Connection
+from .events import CloseResult, ClosingEvent, ConnectingEvent, Observer, Observers, OpenEvent
+from .handlers import H, Handler, Handlers
+from .keepalive import Keepalive
+from .reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+    from typing_extensions import Self
+
+logger = logging.getLogger("ocpp_rpc")
+
+#: Default maximum inbound message size in bytes (larger ones close with 1009).
+DEFAULT_MAX_MESSAGE_SIZE = 2**24  # 16 MiB, a comfortable ceiling for OCPP payloads
+#: Seconds allowed for TCP + TLS + the HTTP upgrade when connecting.
+HANDSHAKE_TIMEOUT = 30.0
+#: Default bound on inbound calls (CALL and SEND) being handled at once.
+DEFAULT_MAX_INBOUND_CALLS = 100
+#: Default seconds one outbound frame may take to be written before the peer is dropped.
+DEFAULT_WRITE_TIMEOUT = 60.0
+
+
+class State(enum.IntEnum):
+    """Connection states, numbered as in ocpp-rpc (and the browser WebSocket)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+@dataclass(slots=True)
+class Options:
+    """Options shared by clients and servers; `reconfigure()` changes them."""
+
+    protocols: tuple[str, ...] = ()
+    call_timeout: float = 60.0
+    ping_interval: float | None = 30.0
+    defer_pings_on_activity: bool = False
+    call_concurrency: int = 1
+    respond_with_detailed_errors: bool = False
+    max_bad_messages: float = math.inf
+    strict_mode: bool | tuple[str, ...] = False
+    strict_mode_validators: tuple[Validator, ...] = ()
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS
+    write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
+    # client only
+    password: str | bytes | None = None
+    headers: Mapping[str, str] | None = None
+    query: Mapping[str, str] | None = None
+    ssl_context: ssl.SSLContext | None = None
+    reconnect: bool = True
+    max_reconnects: float = math.inf
+    backoff: Backoff = DEFAULT_BACKOFF
+    #: subprotocol -> its validator, for the subprotocols validated strictly (derived)
+    validators: dict[str, Validator] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.protocols = tuple(self.protocols)
+        if not isinstance(self.strict_mode, bool):
+            self.strict_mode = tuple(self.strict_mode)
+        if self.call_concurrency < 1:
+            raise ValueError("call_concurrency must be at least 1")
+        if self.call_timeout <= 0:
+            raise ValueError("call_timeout must be positive")
+        if self.max_message_size < 1:
+            raise ValueError("max_message_size must be positive")
+        if self.max_bad_messages < 0 or self.max_reconnects < 0:
+            raise ValueError("max_bad_messages and max_reconnects must not be negative")
+        if not self.max_inbound_calls >= 1:
+            raise ValueError("max_inbound_calls must be at least 1")
+        if self.write_timeout is not None and not self.write_timeout > 0:
+            raise ValueError("write_timeout must be positive (or None: no limit)")
+        self.strict_mode_validators = tuple(self.strict_mode_validators)
+        self.validators = resolve_validators(
+            self.strict_mode, self.protocols, self.strict_mode_validators
+        )
+
+    def updated(self, changes: Mapping[str, Any]) -> Options:
+        """A validated copy with `changes` applied; unknown names raise TypeError."""
+        known = {f.name for f in fields(self) if f.init}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+
+class RPCClient:
+    """An OCPP-J RPC client: connects to ``endpoint/identity`` over WebSocket.
+
+    Use as ``async with RPCClient(...) as client:``; every task of the client
+    lives inside that block. See the README for the full option list.
+
+    Bounds against a misbehaving peer:
+
+    - `max_inbound_calls` (100): inbound CALLs and SENDs handled at once.
+      Beyond it a CALL is answered at once with a ``GenericError`` CALLERROR
+      ("Too many inbound calls in progress") and a SEND is dropped; both are
+      logged. The reader never waits for handlers, so a handler may await a
+      call to the same peer.
+    - `write_timeout` (60 s; None: no limit): a frame the peer does not take
+      within it (it stopped reading) drops the connection (1006, logged);
+      until then writes wait, so memory stays bounded.
+
+    `dialer` opens each connection (see `ocpp_rpc.transport.Dialer`); the
+    default dials ``ws://`` and ``wss://`` over TCP. `ocpp_rpc.testing`
+    passes one that connects through memory streams.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        identity: str,
+        *,
+        protocols: Sequence[str] = (),
+        password: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        call_timeout: float = 60.0,
+        ping_interval: float | None = 30.0,
+        defer_pings_on_activity: bool = False,
+        call_concurrency: int = 1,
+        respond_with_detailed_errors: bool = False,
+        reconnect: bool = True,
+        max_reconnects: float = math.inf,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        max_bad_messages: float = math.inf,
+        strict_mode: bool | Sequence[str] = False,
+        strict_mode_validators: Sequence[Validator] = (),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        dialer: Dialer | None = None,
+    ) -> None:
+        if isinstance(protocols, str):
+            raise TypeError("protocols must be a sequence of str, not a str")
+        self._endpoint = endpoint
+        self._dialer: Dialer = _websocket.connect if dialer is None else dialer
+        self._identity = identity
+        self._options = Options(
+            protocols=tuple(protocols),
+            password=password,
+            headers=headers,
+            query=query,
+            ssl_context=ssl_context,
+            call_timeout=call_timeout,
+            ping_interval=ping_interval,
+            defer_pings_on_activity=defer_pings_on_activity,
+            call_concurrency=call_concurrency,
+            respond_with_detailed_errors=respond_with_detailed_errors,
+            reconnect=reconnect,
+            max_reconnects=max_reconnects,
+            backoff=backoff,
+            max_bad_messages=max_bad_messages,
+            strict_mode=strict_mode if isinstance(strict_mode, bool) else tuple(strict_mode),
+            strict_mode_validators=tuple(strict_mode_validators),
+            max_message_size=max_message_size,
+            max_inbound_calls=max_inbound_calls,
+            write_timeout=write_timeout,
+        )
+        self._handlers = Handlers()
+        self._observers = Observers()
+        self._state = State.CLOSED
+        self._protocol: str | None = None
+        self._connected_once = False
+        self._connection: Connection | None = None
+        self._task_group: TaskGroup | None = None
+        self._limiter: CallSlots | None = None
+        self._state_changed: anyio.Event | None = None  # made by a task waiting for a change
+        self._closed: Signal | None = None
+        self._close_started = False
+        self._close_result: CloseResult | None = None
+        self._last_close: CloseResult | None = None
+        self._reconnect_scope: anyio.CancelScope | None = None
+        #: Keeps the connection's ping times (None: the connection runs a pinger task).
+        self._keepalive: Keepalive | None = None
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def identity(self) -> str:
+        """The identity this client connects as (the last path segment)."""
+        return self._identity
+
+    @property
+    def protocol(self) -> str | None:
+        """The agreed subprotocol (fixed after the first connection), or None."""
+        return self._protocol
+
+    @property
+    def state(self) -> State:
+        """CONNECTING, OPEN, CLOSING or CLOSED."""
+        return self._state
+
+    # -- handlers and events ---------------------------------------------------------
+
+    def handle(self, method: str | Handler, handler: Handler | None = None, /) -> None:
+        """`handle(method, handler)`, or `handle(handler)` for the wildcard.
+
+        A handler receives one `Call`, may be sync or async, and returns the
+        CALLRESULT payload (or `NOREPLY`); raising an `RPCError` answers with
+        that code, any other exception with `InternalError`.
+        """
+        self._handlers.handle(method, handler)  # type: ignore[arg-type]
+
+    def handler(self, method: str | None = None) -> Callable[[H], H]:
+        """Decorator: ``@client.handler("Method")``, or ``@client.handler()`` for the wildcard."""
+        return self._handlers.handler(method)
+
+    def remove_handler(self, method: str | None = None) -> None:
+        """Remove the handler of `method` (None: the wildcard)."""
+        self._handlers.remove_handler(method)
+
+    def remove_all_handlers(self) -> None:
+        """Remove every handler, the wildcard included."""
+        self._handlers.remove_all_handlers()
+
+    def _find_handler(self, method: str) -> Handler | None:
+        return self._handlers.find(method)
+
+    def on(self, event: str, callback: Observer) -> None:
+        """Call `callback(payload)` on every `event` (synchronous observers)."""
+        self._observers.on(event, callback)
+
+    def off(self, event: str, callback: Observer) -> None:
+        """Stop observing `event` with `callback`."""
+        self._observers.off(event, callback)
+
+    # -- options -------------------------------------------------------------------
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change options of a live client (e.g. `call_concurrency`,
+        `ping_interval`, `backoff`, `protocols`, `call_timeout`)."""
+        if "strict_mode" in options and not isinstance(options["strict_mode"], bool):
+            options["strict_mode"] = tuple(options["strict_mode"])
+        self._options = self._options.updated(options)
+        if self._limiter is not None:
+            self._limiter.total = self._options.call_concurrency
+        if self._connection is not None:
+            self._connection.options_changed(options)
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def _set_state(self, state: State) -> None:
+        self._state = state
+        if self._state_changed is not None:
+            self._state_changed.set()
+            self._state_changed = None
+
+    def _init_primitives(self) -> None:
+        self._limiter = CallSlots(self._options.call_concurrency)
+        self._state_changed = None
+        self._closed = Signal()
+        self._close_started = False
+        self._close_result = None
+        self._last_close = None
+
+    async def __aenter__(self) -> Self:
+        self._context = self._lifetime()
+        return await self._context.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._context.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncGenerator[Self, None]:
+        if self._task_group is not None:
+            raise RuntimeError("this client is already running")
+        self._init_primitives()
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                try:
+                    await tg.start(self._run)
+                except BaseException as exc:
+                    body_error = _unwrap(exc)
+                    tg.cancel_scope.cancel()
+                else:
+                    try:
+                        yield self
+                    except BaseException as exc:
+                        body_error = exc
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self.close()
+        finally:
+            self._task_group = None
+        if body_error is not None:
+            raise body_error
+
+    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect; then serve, reconnecting as configured, until closed."""
+        final: CloseResult | None = None
+        try:
+            transport = await self._connect(self._options.protocols)
+            task_status.started()
+            while True:
+                result = await self._serve(transport)
+                if self._close_started or not self._options.reconnect:
+                    final = result
+                    break
+                reconnected = await self._reconnect()
+                if isinstance(reconnected, CloseResult):
+                    final = reconnected
+                    break
+                transport = reconnected
+        finally:
+            self._last_close = final or self._close_result or CloseResult(1006, "")
+            if self._close_result is None:
+                self._close_result = self._last_close
+            self._set_state(State.CLOSED)
+            self._observers.emit("close", self._close_result)
+            assert self._closed is not None
+            self._closed.set()
+
+    async def _connect(self, protocols: Sequence[str]) -> Transport:
+        """One connection attempt; raises ConnectError on failure."""
+        self._set_state(State.CONNECTING)
+        self._observers.emit("connecting", ConnectingEvent(tuple(protocols)))
+        options = self._options
+        url = self._url()
+        headers = [(k, v) for k, v in (options.headers or {}).items()]
+        if options.password is not None:
+            password = options.password
+            if isinstance(password, str):
+                password = password.encode()
+            token = base64.b64encode(self._identity.encode() + b":" + password).decode()
+            headers.append(("Authorization", f"Basic {token}"))
+        try:
+            ws = await self._dialer(
+                url,
+                subprotocols=protocols,
+                headers=headers,
+                ssl_context=options.ssl_context,
+                max_message_size=options.max_message_size,
+                handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        except _websocket.HandshakeError as exc:
+            if exc.status is None:
+                raise NotRetryable(str(exc)) from exc
+            raise ConnectError(str(exc), status=exc.status) from exc
+        except TimeoutError as exc:
+            raise ConnectError(f"timed out connecting to {url}") from exc
+        except ConnectError:
+            raise
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to {url}: {exc}") from exc
+        if protocols and ws.subprotocol is None:
+            await ws.close(1002, "no subprotocol agreed")
+            raise NotRetryable(
+                f"the server agreed to none of the offered subprotocols {list(protocols)}"
+            )
+        return ws
+
+    def _url(self) -> str:
+        endpoint = self._endpoint
+        if endpoint.endswith("/"):
+            endpoint = endpoint[:-1]
+        url = f"{endpoint}/{quote(self._identity, safe='')}"
+        if self._options.query:
+            url += ("&" if "?" in url else "?") + urlencode(self._options.query)
+        return url
+
+    async def _serve(self, transport: Transport, first: Callable[[], Awaitable[None]] | None = None
+                     ) -> CloseResult:
+        """Run one open connection until it ends; emits open/disconnect."""
+        if not self._connected_once:
+            self._connected_once = True
+            self._protocol = transport.subprotocol
+            self._observers.emit("protocol", self._protocol)
+        connection = Connection(self, transport)
+        self._connection = connection
+        if self._close_started:  # close() came while connecting
+            self._set_state(State.CLOSING)
+        else:
+            self._set_state(State.OPEN)
+            self._observers.emit("open", OpenEvent(self._protocol))
+        try:
+            if self._close_started:
+                connection.discard()
+                await transport.close(*(self._close_result or (1000, "")))
+                return self._close_result or CloseResult(1000, "")
+            return await connection.run(first)
+        finally:
+            self._connection = None
+            result = connection.closed or CloseResult(1006, "")
+            self._observers.emit("disconnect", result)
+
+    async def _reconnect(self) -> Transport | CloseResult:
+        """Reconnect with backoff; a CloseResult when giving up or closed."""
+        options = self._options
+        protocols = (self._protocol,) if self._protocol is not None else ()
+        self._set_state(State.CONNECTING)
+        if options.max_reconnects < 1:
+            return CloseResult(1001, "Giving up")
+        stop = (
+            stop_never
+            if math.isinf(options.max_reconnects)
+            else stop_after_attempt(int(options.max_reconnects))
+        )
+        with anyio.CancelScope() as scope:
+            self._reconnect_scope = scope
+            try:
+                await anyio.sleep(options.backoff.delay(1))
+                async for attempt in AsyncRetrying(
+                    stop=stop,
+                    wait=BackoffWait(lambda: self._options.backoff),
+                    retry=retry_if_exception(is_retryable),
+                    sleep=anyio.sleep,
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self._connect(protocols)
+            except NotRetryable as exc:
+                logger.warning("giving up reconnecting %s: %s", self._identity, exc)
+                return CloseResult(1001, str(exc))
+            except (OSError, TimeoutError) as exc:
+                logger.warning("giving up reconnecting %s: %s", self._identity, exc)
+                return CloseResult(1001, "Giving up")
+            finally:
+                self._reconnect_scope = None
+        return self._close_result or CloseResult(1000, "")
+
+    # -- calls ---------------------------------------------------------------------
+
+    def _closed_error(self) -> ConnectionClosed:
+        result = self._close_result or self._last_close or CloseResult(1006, "")
+        return ConnectionClosed(*result)
+
+    async def _wait_open(self) -> Connection:
+        while True:
+            if self._state is State.OPEN and self._connection is not None:
+                return self._connection
+            if self._state is State.CLOSING or self._state is State.CLOSED or self._close_started:
+                raise self._closed_error()
+            if self._state_changed is None:
+                self._state_changed = anyio.Event()
+            await self._state_changed.wait()
+
+    async def call(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        no_reply: bool = False,
+    ) -> Any:
+        """Call `method` on the peer and return its result.
+
+        Raises the `RPCError` subclass of a CALLERROR, `TimeoutError` after
+        `timeout` (default `call_timeout`), or `ConnectionClosed`. Calls beyond
+        `call_concurrency` queue in order; while connecting they wait for OPEN.
+        Cancelling the caller withdraws the call.
+        """
+        if self._close_started or self._state is State.CLOSED or self._limiter is None:
+            raise self._closed_error()
+        if params is None:
+            params = {}
+        if timeout is None:
+            timeout = self._options.call_timeout
+        async with self._limiter:
+            connection = self._connection
+            if self._state is State.OPEN and connection is not None:
+                deadline = anyio.current_time() + timeout  # no scope needed: nothing to wait for
+            else:
+                with anyio.fail_after(timeout) as waiting:
+                    connection = await self._wait_open()
+                deadline = waiting.deadline
+            return await connection.call(method, params, no_reply=no_reply, deadline=deadline)
+
+    async def send(self, method: str, params: Any = None) -> None:
+        """OCPP 2.1 SEND (message type 6): never answered, not limited by
+        `call_concurrency`. Raises ValueError before OCPP 2.1."""
+        protocol = self._protocol
+        if protocol is not None and not dialect_for(protocol).rpc21:
+            raise ValueError(f"SEND needs ocpp2.1 or later; the agreed protocol is {protocol}")
+        if self._close_started or self._state is State.CLOSED:
+            raise self._closed_error()
+        with anyio.fail_after(self._options.call_timeout):
+            connection = await self._wait_open()
+        await connection.send_message(method, {} if params is None else params)
+
+    async def send_raw(self, text: str | bytes) -> None:
+        """Send one frame exactly as given (testing, diagnostics)."""
+        if self._state is State.CLOSED:
+            raise self._closed_error()
+        connection = self._connection
+        if connection is None or self._state is State.CONNECTING:
+            with anyio.fail_after(self._options.call_timeout):
+                connection = await self._wait_open()
+        await connection.send_raw(text)
+
+    # -- closing ---------------------------------------------------------------------
+
+    async def close(
+        self,
+        *,
+        code: int = 1000,
+        reason: str = "",
+        await_pending: bool = False,
+        force: bool = False,
+    ) -> CloseResult:
+        """Close the client for good and return how it closed.
+
+        Without `await_pending`, calls in flight fail with `ConnectionClosed`
+        and inbound handlers are cancelled; with it, new calls are refused
+        while pending ones finish. `force` drops TCP without a close handshake.
+        A second close() returns the first one's result. ValueError for a
+        code that a Close frame cannot carry (e.g. 1005, 1006).
+        """
+        check_close_code(code)
+        if self._closed is None:
+            return self._close_result or CloseResult(code, reason)
+        if self._close_started:
+            await self._closed.wait()
+            assert self._close_result is not None
+            return self._close_result
+        self._close_started = True
+        if self._state is State.CLOSED:
+            self._close_result = self._last_close or CloseResult(code, reason)
+            return self._close_result
+        connection = self._connection
+        self._set_state(State.CLOSING)
+        self._observers.emit("closing", ClosingEvent())
+        if connection is not None:
+            self._close_result = await connection.close(
+                code, reason, await_pending=await_pending, force=force
+            )
+        else:
+            self._close_result = (
+                CloseResult(code, reason)
+                if self._connected_once
+                else CloseResult(1001, "Connection aborted")
+            )
+            if self._reconnect_scope is not None:
+                self._reconnect_scope.cancel()
+        await self._closed.wait()
+        return self._close_result
+
+    async def wait_closed(self) -> CloseResult:
+        """Wait until the client is CLOSED for good; returns how it closed."""
+        if self._closed is None:
+            return self._close_result or self._last_close or CloseResult(1006, "")
+        await self._closed.wait()
+        assert self._close_result is not None
+        return self._close_result
+
+
+def check_close_code(code: int) -> None:
+    """ValueError unless `code` may be sent in a Close frame (RFC 6455 7.4)."""
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise ValueError(f"invalid close code {code}")
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) exception groups, else `exc`."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,594 @@
+"""`RPCServer`: accepts OCPP-J clients after an auth hook; `ServerClient`.
+
+Every way a WebSocket upgrade can reach the server (our own listener, an ASGI
+host, a trio-websocket request) is an `Upgrade`; `RPCServer.serve_upgrade` is
+the one path from there through the limits, the auth hook and subprotocol
+selection to a running `ServerClient`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import ssl
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute, TaskGroup
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from .._transport import websocket as _websocket
+from .._wire.handshake import Accept as Accept
+from .._wire.handshake import Handshake as Handshake
+from .._wire.handshake import Headers as Headers
+from .._wire.handshake import Reject as Reject
+from .._wire.handshake import make_handshake
+from .._wire.validation import Validator
+from ..transport import Transport, Upgrade
+from .client import (
+    DEFAULT_MAX_INBOUND_CALLS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_WRITE_TIMEOUT,
+    Options,
+    RPCClient,
+    State,
+    check_close_code,
+)
+from .events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
+from .handlers import H, Handler, Handlers
+from .keepalive import Keepalive
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
+if TYPE_CHECKING:
+    from ..asgi import ASGIApp
+
+logger = logging.getLogger("ocpp_rpc")
+
+T = TypeVar("T")
+
+#: Default seconds a new connection gets for its TLS handshake and HTTP upgrade request.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Default maximum size in bytes of an upgrade request's request line and headers.
+DEFAULT_MAX_HEADER_SIZE = 16384
+# Bound on answering a peer that is being dropped (it may not be reading).
+_REFUSAL_SEND_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """A listening socket of the server."""
+
+    host: str
+    port: int
+
+
+class ServerClient(RPCClient):
+    """A connected client as the server sees it: an `RPCClient` that never
+    reconnects, with the `handshake` and the auth hook's `session`."""
+
+    def __init__(
+        self,
+        server: RPCServer,
+        handshake: Handshake,
+        session: Any,
+        options: Options,
+        protocol: str | None,
+    ) -> None:
+        super().__init__("", handshake.identity, reconnect=False)
+        self._options = options
+        self._server_handlers = server._handlers
+        self._server_observers = server._observers
+        self._observers = Observers()
+        self._keepalive = server._keepalive
+        self.handshake = handshake
+        self.session = session
+        # Already upgraded: the server's `client` event and `clients` see it open.
+        self._protocol = protocol
+        self._state = State.OPEN
+
+    def _find_handler(self, method: str) -> Handler | None:
+        return self._handlers.find(method) or self._server_handlers.find(method)
+
+    async def _run_on_client(self, on_client: Callable[[ServerClient], Awaitable[None]]) -> None:
+        try:
+            await on_client(self)
+        except Exception as exc:
+            self._server_observers.emit("error", exc)  # the server's `error` event
+            raise
+
+    async def _serve_accepted(
+        self, transport: Transport, on_client: Callable[[ServerClient], Awaitable[None]] | None
+    ) -> None:
+        self._init_primitives()
+        first = None if on_client is None else functools.partial(self._run_on_client, on_client)
+        result: CloseResult | None = None
+        try:
+            result = await self._serve(transport, first)
+        finally:
+            self._last_close = result or CloseResult(1006, "")
+            if self._close_result is None:
+                self._close_result = self._last_close
+            self._set_state(State.CLOSED)
+            self._observers.emit("close", self._close_result)
+            assert self._closed is not None
+            self._closed.set()
+
+
+class RPCServer:
+    """An OCPP-J RPC server (CSMS side).
+
+    ``async with RPCServer(...) as server:`` owns every listener and client;
+    leaving the block closes them all.
+
+    Limits against hostile or broken peers (each refusal fires
+    `upgrade_aborted` and is logged):
+
+    - `handshake_timeout`: seconds a new connection has for its TLS handshake
+      and its HTTP upgrade request (not the auth hook); then it gets 408 (if
+      the TLS handshake is done) and is dropped.
+    - `max_header_size`: bytes of request line + headers; beyond: 431.
+    - `max_message_size`: bytes of one inbound message; beyond: close 1009.
+    - `max_connections`: WebSocket connections at once, upgrades in progress
+      included (None: no limit); beyond: 503. A client that replaces its own
+      older connection (same identity) is not refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        protocols: Sequence[str] = (),
+        call_timeout: float = 60.0,
+        ping_interval: float | None = 30.0,
+        defer_pings_on_activity: bool = False,
+        call_concurrency: int = 1,
+        respond_with_detailed_errors: bool = False,
+        max_bad_messages: float = math.inf,
+        strict_mode: bool | Sequence[str] = False,
+        strict_mode_validators: Sequence[Validator] = (),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_connections: int | None = None,
+        max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+    ) -> None:
+        if isinstance(protocols, str):
+            raise TypeError("protocols must be a sequence of str, not a str")
+        if not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive")
+        if max_header_size < 1:
+            raise ValueError("max_header_size must be positive")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be positive (or None: unlimited)")
+        self._handshake_timeout = handshake_timeout
+        self._max_header_size = max_header_size
+        self._max_connections = max_connections
+        self._connection_count = 0  # upgrades past the capacity check + running clients
+        self._host_keepalive_options: Options | None = None
+        self._asgi_app: ASGIApp | None = None
+        self._options = Options(
+            protocols=tuple(protocols),
+            call_timeout=call_timeout,
+            ping_interval=ping_interval,
+            defer_pings_on_activity=defer_pings_on_activity,
+            call_concurrency=call_concurrency,
+            respond_with_detailed_errors=respond_with_detailed_errors,
+            max_bad_messages=max_bad_messages,
+            strict_mode=strict_mode if isinstance(strict_mode, bool) else tuple(strict_mode),
+            strict_mode_validators=tuple(strict_mode_validators),
+            max_message_size=max_message_size,
+            max_inbound_calls=max_inbound_calls,
+            write_timeout=write_timeout,
+            reconnect=False,
+        )
+        self._handlers = Handlers()
+        self._observers = Observers()
+        self._auth: Callable[[Handshake], Awaitable[Accept | None]] | None = None
+        self._on_client: Callable[[ServerClient], Awaitable[None]] | None = None
+        self._clients: dict[str, ServerClient] = {}
+        self._all_clients: set[ServerClient] = set()
+        self._task_group: TaskGroup | None = None
+        self._listener_scopes: list[anyio.CancelScope] = []
+        self._upgrade_scopes: set[anyio.CancelScope] = set()
+        self._closing = False
+        self._close_done: anyio.Event | None = None
+        # The ping times of every client: one task, not one per client.
+        self._keepalive = Keepalive()
+
+    # -- configuration -----------------------------------------------------------
+
+    def auth(
+        self, callback: Callable[[Handshake], Awaitable[Accept | None]]
+    ) -> Callable[[Handshake], Awaitable[Accept | None]]:
+        """Set the auth hook (usable as a decorator): return None or `Accept` to
+        accept, raise `Reject` to refuse with an HTTP status."""
+        self._auth = callback
+        return callback
+
+    def on_client(
+        self, callback: Callable[[ServerClient], Awaitable[None]]
+    ) -> Callable[[ServerClient], Awaitable[None]]:
+        """Set the hook run in each accepted client's task group (usable as a decorator)."""
+        self._on_client = callback
+        return callback
+
+    def handle(self, method: str | Handler, handler: Handler | None = None, /) -> None:
+        """Default handler for every client (`handle(handler)`: the wildcard)."""
+        self._handlers.handle(method, handler)  # type: ignore[arg-type]
+
+    def handler(self, method: str | None = None) -> Callable[[H], H]:
+        """Decorator form of `handle`."""
+        return self._handlers.handler(method)
+
+    def remove_handler(self, method: str | None = None) -> None:
+        """Remove a default handler (None: the wildcard)."""
+        self._handlers.remove_handler(method)
+
+    def remove_all_handlers(self) -> None:
+        """Remove every default handler."""
+        self._handlers.remove_all_handlers()
+
+    def on(self, event: str, callback: Observer) -> None:
+        """Observe a server event: client, closing, close, error, upgrade_aborted."""
+        self._observers.on(event, callback)
+
+    def off(self, event: str, callback: Observer) -> None:
+        """Stop observing `event` with `callback`."""
+        self._observers.off(event, callback)
+
+    @property
+    def clients(self) -> Mapping[str, ServerClient]:
+        """Connected clients by identity (read-only)."""
+        return MappingProxyType(self._clients)
+
+    @property
+    def asgi_app(self) -> ASGIApp:
+        """An ASGI 3 application serving this server's endpoint inside another
+        web server (see `ocpp_rpc.asgi`). The server's ``async with`` block must
+        be running while it serves (e.g. in the host application's lifespan)."""
+        if self._asgi_app is None:
+            from ..asgi import ASGIApp
+
+            self._asgi_app = ASGIApp(self)
+        return self._asgi_app
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._context = self._lifetime()
+        return await self._context.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._context.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncGenerator[Self, None]:
+        if self._task_group is not None:
+            raise RuntimeError("this server is already running")
+        self._closing = False
+        self._close_done = anyio.Event()
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                keepalive = anyio.CancelScope()
+                tg.start_soon(self._run_keepalive, keepalive)
+                try:
+                    yield self
+                except BaseException as exc:
+                    body_error = exc
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.close()
+                    keepalive.cancel()
+        finally:
+            self._task_group = None
+        if body_error is not None:
+            raise body_error
+
+    async def _run_keepalive(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await self._keepalive.run()
+
+    async def listen(
+        self, port: int = 0, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
+    ) -> Listening:
+        """Listen on `host:port` (0: any free port); returns the bound address.
+        May be called more than once."""
+        tg = self._task_group
+        if tg is None or self._closing:
+            raise RuntimeError("listen() needs a running, open server (async with RPCServer())")
+        listener: Any = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        bound_host, bound_port = listener.extra(SocketAttribute.local_address)[:2]
+        scope = anyio.CancelScope()
+        self._listener_scopes.append(scope)
+        tg.start_soon(self._serve_listener, listener, ssl_context, scope)
+        return Listening(str(bound_host), int(bound_port))
+
+    async def _serve_listener(
+        self, listener: Any, ssl_context: ssl.SSLContext | None, scope: anyio.CancelScope
+    ) -> None:
+        handler = functools.partial(self._handle_stream, ssl_context=ssl_context)
+        with scope:
+            async with listener:
+                # Connections run in the server's task group, so that they
+                # outlive the listener when close() stops it.
+                await listener.serve(handler, self._task_group)
+
+    async def close(
+        self,
+        *,
+        code: int = 1000,
+        reason: str = "",
+        await_pending: bool = False,
+        force: bool = False,
+    ) -> None:
+        """Refuse new clients, stop listening, close every client with these options."""
+        check_close_code(code)
+        if self._close_done is None:
+            return
+        if self._closing:
+            await self._close_done.wait()
+            return
+        self._closing = True
+        self._observers.emit("closing", ClosingEvent())
+        for scope in (*self._listener_scopes, *self._upgrade_scopes):
+            scope.cancel()
+        self._listener_scopes.clear()
+        async with anyio.create_task_group() as tg:
+            for client in tuple(self._all_clients):
+                tg.start_soon(
+                    functools.partial(
+                        client.close, code=code, reason=reason,
+                        await_pending=await_pending, force=force,
+                    )
+                )
+        self._observers.emit("close", None)
+        self._close_done.set()
+
+    # -- accepting -------------------------------------------------------------------
+
+    async def _handle_stream(
+        self, stream: ByteStream, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        try:
+            async with stream:
+                # close() cancels connections still in their TLS handshake or upgrade.
+                upgrade = await self._upgrading(self._read_upgrade(stream, ssl_context))
+                if upgrade is not None:
+                    await self.serve_upgrade(upgrade)
+        except Exception:  # one bad connection must never take the server down
+            logger.exception("error while serving a connection")
+
+    async def _upgrading(self, step: Awaitable[T]) -> T | None:
+        """Await `step` in a scope that close() cancels (then None). The scope
+        goes with this frame: an idle connection does not keep it."""
+        with anyio.CancelScope() as scope:
+            self._upgrade_scopes.add(scope)
+            try:
+                return await step
+            finally:
+                self._upgrade_scopes.discard(scope)
+        return None
+
+    async def _read_upgrade(
+        self, stream: ByteStream, ssl_context: ssl.SSLContext | None
+    ) -> _StreamUpgrade | None:
+        """TLS handshake and upgrade request within `handshake_timeout`; None if refused."""
+        tls_done = ssl_context is None
+        with anyio.move_on_after(self._handshake_timeout):
+            try:
+                if ssl_context is not None:
+                    stream = await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=ssl_context,
+                        standard_compatible=False,
+                    )
+                    tls_done = True
+                request = await _websocket.read_upgrade_request(
+                    stream, max_header_size=self._max_header_size
+                )
+                return _StreamUpgrade(stream, request)
+            except _websocket.HandshakeRefused as exc:  # answered already (404, 400, 431)
+                if not isinstance(exc, _websocket.HandshakeAborted):
+                    self._refused(None, exc.status, exc.message)
+                return None
+            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                if not tls_done:  # a bad certificate, a port scan, plain HTTP on a TLS port...
+                    error = exc.__cause__ or exc
+                    logger.info(
+                        "TLS handshake with %s failed: %s",
+                        _remote_address(stream), str(error) or type(error).__name__,
+                    )
+                return None
+        self._refused(None, 408, "handshake timeout")
+        if tls_done:
+            with anyio.move_on_after(_REFUSAL_SEND_TIMEOUT):
+                await _websocket.reject_upgrade(stream, 408, "handshake timeout\n")
+        return None
+
+    def _refused(self, identity: str | None, status: int, reason: str) -> None:
+        log = logger.warning if status >= 500 else logger.info  # 5xx: the operator's to fix
+        log("upgrade refused (%s %s) for %r", status, reason, identity)
+        self._observers.emit("upgrade_aborted", UpgradeAbortedEvent(identity, status, reason))
+
+    async def serve_upgrade(self, upgrade: Upgrade) -> None:
+        """Serve one WebSocket upgrade request, however it arrived: the one path
+        through the limits, the auth hook and subprotocol selection to a running
+        `ServerClient`, until it ends. Adapters (`ocpp_rpc.asgi`,
+        `ocpp_rpc.trio_ws`, `ocpp_rpc.testing`) call it; see `ocpp_rpc.transport`."""
+        admitted = None
+        try:
+            # close() cancels upgrades still in the auth hook or being answered.
+            admitted = await self._upgrading(self._admit(upgrade))
+            if admitted is not None:
+                await self._run_client(*admitted)
+        finally:
+            if admitted is not None:
+                self._connection_count -= 1
+
+    async def _admit(self, upgrade: Upgrade) -> tuple[ServerClient, Transport] | None:
+        """Decide on an upgrade and answer it: the accepted client, holding one
+        connection slot; else None (the refusal is answered and reported)."""
+        identity: str | None = None
+        try:
+            if self._task_group is None:
+                logger.error(
+                    "a connection arrived while the RPCServer is not running"
+                    " (enter `async with server:`, e.g. in the app's lifespan)"
+                )
+                raise Reject(500, "the RPC server is not running")
+            try:
+                handshake = upgrade.handshake()
+            except ValueError as exc:
+                raise Reject(400, str(exc)) from None
+            identity = handshake.identity
+            if self._closing:
+                raise Reject(503, "server closing")
+            if self._over_capacity(identity):
+                raise Reject(503, "too many connections")
+        except Reject as exc:
+            await self._refuse(upgrade, identity, exc)
+            return None
+        self._connection_count += 1
+        admitted = None
+        try:
+            admitted = await self._authorize_and_accept(upgrade, handshake)
+        finally:
+            if admitted is None:
+                self._connection_count -= 1
+        return admitted
+
+    def _over_capacity(self, identity: str) -> bool:
+        limit = self._max_connections
+        # A reconnect that will replace its own stale connection is let in.
+        return limit is not None and self._connection_count >= limit and (
+            identity not in self._clients
+        )
+
+    async def _authorize_and_accept(
+        self, upgrade: Upgrade, handshake: Handshake
+    ) -> tuple[ServerClient, Transport] | None:
+        try:
+            session, protocol = await self._authorize(handshake)
+            if self._closing:
+                raise Reject(503, "server closing")
+        except Reject as exc:
+            await self._refuse(upgrade, handshake.identity, exc)
+            return None
+        try:
+            transport = await upgrade.accept(
+                protocol, max_message_size=self._options.max_message_size
+            )
+        except _websocket.WebSocketClosed:
+            logger.info("%r went away during the upgrade", handshake.identity)
+            return None
+        options = self._options if upgrade.keepalive else self._options_for_hosted()
+        return ServerClient(self, handshake, session, options, protocol), transport
+
+    async def _refuse(self, upgrade: Upgrade, identity: str | None, reject: Reject) -> None:
+        self._refused(identity, reject.status, reject.message)
+        with anyio.move_on_after(_REFUSAL_SEND_TIMEOUT):
+            await upgrade.reject(reject.status, reject.message)
+
+    async def _authorize(self, handshake: Handshake) -> tuple[Any, str | None]:
+        """Run the auth hook and pick the subprotocol: (session, protocol), or Reject."""
+        accept: Accept | None = None
+        try:
+            if self._auth is not None:
+                accept = await self._auth(handshake)
+        except Reject:
+            raise
+        except Exception as exc:
+            logger.exception("auth callback raised for %r", handshake.identity)
+            self._observers.emit("error", exc)
+            raise Reject(500, "Internal Server Error") from None
+        if accept is None:
+            accept = Accept()
+        protocol = accept.protocol
+        if protocol is None:
+            protocol = next((p for p in self._options.protocols if p in handshake.protocols), None)
+            if protocol is None and self._options.protocols and self._auth is None:
+                raise Reject(400, "no mutually agreed subprotocol")
+        elif protocol not in handshake.protocols:
+            raise Reject(400, f"client did not offer subprotocol {protocol!r}")
+        return accept.session, protocol
+
+    def _options_for_hosted(self) -> Options:
+        """The client options where the host server does the keep-alive pings (ASGI)."""
+        if self._host_keepalive_options is None:
+            self._host_keepalive_options = self._options.updated({"ping_interval": None})
+        return self._host_keepalive_options
+
+    async def _run_client(self, client: ServerClient, transport: Transport) -> None:
+        identity = client.identity
+        if self._closing:  # close() started while this client was being accepted
+            await transport.close(1001, "server closing")
+            return
+        stale = self._clients.get(identity)
+        self._clients[identity] = client
+        self._all_clients.add(client)
+        if stale is not None and self._task_group is not None:
+            self._task_group.start_soon(
+                functools.partial(stale.close, code=1000, reason="replaced")
+            )
+        try:
+            self._observers.emit("client", client)
+            await client._serve_accepted(transport, self._on_client)
+        finally:
+            self._all_clients.discard(client)
+            if self._clients.get(identity) is client:
+                del self._clients[identity]
+            result = client._close_result
+            if result is not None:
+                logger.info("%r disconnected (%s %s)", identity, result.code, result.reason)
+
+
+class _StreamUpgrade:
+    """An upgrade request read by our own HTTP/1.1 reader from a TCP/TLS stream."""
+
+    keepalive = True
+
+    def __init__(
+        self, stream: ByteStream, request: _websocket.UpgradeRequest
+    ) -> None:
+        self._stream = stream
+        self._request = request
+
+    def handshake(self) -> Handshake:
+        request, stream = self._request, self._stream
+        return make_handshake(
+            path=request.path,
+            query_string=request.query_string,
+            headers=request.headers,
+            protocols=request.subprotocols,
+            remote_address=_remote_address(stream),
+            peer_certificate=stream.extra(TLSAttribute.peer_certificate, None),
+            peer_certificate_der=stream.extra(TLSAttribute.peer_certificate_binary, None),
+        )
+
+    async def accept(self, subprotocol: str | None, *, max_message_size: int) -> Transport:
+        return await _websocket.accept_upgrade(
+            self._stream, self._request, subprotocol=subprotocol,
+            max_message_size=max_message_size,
+        )
+
+    async def reject(self, status: int, message: str) -> None:
+        await _websocket.reject_upgrade(self._stream, status, message)
+
+
+def _remote_address(stream: ByteStream) -> tuple[str, int] | None:
+    try:
+        remote = stream.extra(SocketAttribute.remote_address)
+    except Exception:
+        return None
+    return (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None

@@ -1,0 +1,384 @@
+"""[pure] The OCPP-J message codec: frozen frame values, `decode` and `encode_*`.
+
+`decode(text, dialect)` never raises: it returns a frame value, `None` for an
+empty frame (ignored entirely), or a `BadFrame` that carries the CALLERROR to
+send back (if any) as dictated by API.md's wire table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+try:  # an optional accelerator (the `fast` extra); typed Any, stubs or not
+    orjson: Any = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+from ..errors import (
+    RPCError,
+    RPCFrameworkError,
+    RPCMessageTypeNotSupportedError,
+    create_rpc_error,
+)
+
+CALL: Final = 2
+CALLRESULT: Final = 3
+CALLERROR: Final = 4
+CALLRESULTERROR: Final = 5
+SEND: Final = 6
+
+# -- dialects ---------------------------------------------------------------
+
+# Codes OCPP 1.6J knows, and how 1.6J spells the 2.x names (1.6J errata §5).
+_CODES_16: Final = frozenset(
+    {
+        "NotImplemented",
+        "NotSupported",
+        "InternalError",
+        "ProtocolError",
+        "SecurityError",
+        "FormationViolation",
+        "PropertyConstraintViolation",
+        "OccurenceConstraintViolation",
+        "TypeConstraintViolation",
+        "GenericError",
+    }
+)
+_CODES_2X: Final = frozenset(
+    {
+        "NotImplemented",
+        "NotSupported",
+        "InternalError",
+        "ProtocolError",
+        "SecurityError",
+        "FormatViolation",
+        "PropertyConstraintViolation",
+        "OccurrenceConstraintViolation",
+        "TypeConstraintViolation",
+        "GenericError",
+        "MessageTypeNotSupported",
+        "RpcFrameworkError",
+    }
+)
+_TO_16: Final = {
+    "FormatViolation": "FormationViolation",
+    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+}
+_TO_2X: Final = {
+    "FormationViolation": "FormatViolation",
+    "OccurenceConstraintViolation": "OccurrenceConstraintViolation",
+}
+_VERSION = re.compile(r"ocpp(\d+(?:\.\d+)*)\Z", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The wire rules that follow from the agreed subprotocol."""
+
+    protocol: str | None
+    #: OCPP 1.6J error-code spellings (and no RpcFrameworkError/MessageTypeNotSupported).
+    legacy_codes: bool
+    #: Message types 5 (CALLRESULTERROR) and 6 (SEND) exist (OCPP 2.1+, or no subprotocol).
+    rpc21: bool
+
+    def spell(self, code: str) -> str:
+        """`code` as this dialect writes it; codes it lacks become `GenericError`."""
+        if self.legacy_codes:
+            code = _TO_16.get(code, code)
+            return code if code in _CODES_16 else "GenericError"
+        code = _TO_2X.get(code, code)
+        return code if code in _CODES_2X else "GenericError"
+
+
+@lru_cache(maxsize=64)
+def dialect_for(protocol: str | None) -> Dialect:
+    """The dialect of a subprotocol name such as ``ocpp1.6`` or ``ocpp2.1``."""
+    if protocol is None:
+        return Dialect(None, legacy_codes=False, rpc21=True)
+    match = _VERSION.match(protocol)
+    version = tuple(int(p) for p in match.group(1).split(".")) if match else None
+    return Dialect(
+        protocol,
+        legacy_codes=version is not None and version < (2,),
+        rpc21=version is not None and version >= (2, 1),
+    )
+
+
+# -- frame values -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallFrame:
+    """``[2, message_id, method, params]``"""
+
+    message_id: str
+    method: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SendFrame:
+    """``[6, message_id, method, params]`` (OCPP 2.1 SEND: never answered)."""
+
+    message_id: str
+    method: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallResultFrame:
+    """``[3, message_id, result]``"""
+
+    message_id: str
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallErrorFrame:
+    """``[4, message_id, code, description, details]``, or type 5
+    (CALLRESULTERROR, OCPP 2.1) when `result_error` is true."""
+
+    message_id: str
+    code: str
+    description: str
+    details: dict[str, Any]
+    result_error: bool = False
+
+    def to_error(self) -> RPCError:
+        """The matching `RPCError` subclass instance."""
+        return create_rpc_error(self.code, self.description, self.details)
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """A frame that is not a valid RPC message.
+
+    `reply` is the CALLERROR text to send back (None: send nothing).
+    `response_id` is set when the frame was a CALLRESULT/CALLERROR of the wrong
+    shape whose id could be read: a pending call with that id must fail.
+    """
+
+    error: RPCError
+    reply: str | None = None
+    response_id: str | None = None
+
+
+Frame = CallFrame | SendFrame | CallResultFrame | CallErrorFrame
+
+# -- encoding -------------------------------------------------------------------
+
+_encode_utf8: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+).encode
+_encode_ascii: Final = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _encode_std(value: Any) -> str:
+    """`value` as compact JSON text; ValueError/TypeError for what JSON cannot hold."""
+    # The ASCII encoder is a third faster. With no escape in its output, no string
+    # held a non-ASCII or control character, so the UTF-8 form is the same text.
+    text = _encode_ascii(value)
+    if "\\u" not in text:
+        return text
+    text = _encode_utf8(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. echoed from a peer's "\ud800") cannot go out as
+            # UTF-8 text; the escaped form is the same JSON value.
+            return _encode_ascii(value)
+    return text
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode_orjson(value: Any) -> str:
+    """`_encode_std` through orjson (~10x faster). Whatever orjson would write
+    differently goes to `_encode_std`: values it refuses (integers over 64 bits,
+    non-string keys, lone surrogates, nesting over 255) and, checked in its output,
+    NaN and infinities, which it writes as null. Subclasses of str, int, dict and
+    list, dataclasses and datetimes are handed back to `_encode_std` too. What
+    differs: enum members and UUIDs are written (as their value and as a
+    string) where the standard library raises TypeError, and some floats are
+    spelled otherwise (``0.00001`` for ``1e-05``, ``1e-7`` for ``1e-07``: the
+    same numbers)."""
+    try:
+        data: bytes = _dumps(value, default=_refuse, option=_PASSTHROUGH)
+    except TypeError:  # orjson.JSONEncodeError included
+        return _encode_std(value)
+    if b"null" in data:  # maybe a NaN: the standard library raises ValueError
+        return _encode_std(value)
+    return data.decode("utf-8")
+
+
+_encode: Callable[[Any], str]
+if orjson is not None:
+    _dumps = orjson.dumps
+    _PASSTHROUGH: Final = (
+        orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+    )
+    _encode = _encode_orjson
+else:  # pragma: no cover - depends on the environment
+    _encode = _encode_std
+
+
+def encode_call(message_id: str, method: str, params: Any) -> str:
+    """A CALL frame. Raises `ValueError`/`TypeError` for a payload JSON cannot hold."""
+    return _encode([CALL, message_id, method, params])
+
+
+def encode_send(message_id: str, method: str, params: Any) -> str:
+    """A SEND frame (OCPP 2.1)."""
+    return _encode([SEND, message_id, method, params])
+
+
+def encode_call_result(message_id: str, result: Any) -> str:
+    """A CALLRESULT frame."""
+    return _encode([CALLRESULT, message_id, result])
+
+
+def encode_call_error(
+    message_id: str,
+    code: str,
+    description: str,
+    details: Any,
+    dialect: Dialect,
+    *,
+    result_error: bool = False,
+) -> str:
+    """A CALLERROR (or CALLRESULTERROR) frame, the code spelled for `dialect`.
+
+    Details that JSON cannot hold are replaced by ``{}`` rather than failing:
+    an error answer must always go out.
+    """
+    kind = CALLRESULTERROR if result_error else CALLERROR
+    frame = [kind, message_id, dialect.spell(code), description, details]
+    try:
+        return _encode(frame)
+    except (TypeError, ValueError):
+        frame[4] = {}
+        return _encode(frame)
+
+
+def encode_error(message_id: str, error: RPCError, dialect: Dialect) -> str:
+    """A CALLERROR frame for an `RPCError`."""
+    return encode_call_error(message_id, error.code, error.message, error.details, dialect)
+
+
+# -- decoding -------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decode_std: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_DIGITS: Final = bytes.maketrans(b"0123456789", b"0000000000")
+_LONG_NUMBER: Final = b"0" * 19  # the shortest integer that may not fit 64 bits
+_DEEP: Final = 1800  # 900 brackets: the standard library's depth decides from there
+
+
+def _decode_orjson(text: str) -> Any:
+    """`_decode_std` through orjson (2-5x faster). Text it refuses goes to
+    `_decode_std` (which accepts, e.g., lone surrogates and 1e400, or raises its
+    own error), and so does text with 19 digits in a row (orjson reads integers
+    over 64 bits as floats) or with 900 brackets or more: orjson nests 1,024
+    deep, deeper than Python code can then handle, the standard library stops
+    at its recursion limit."""
+    if (
+        text.encode("utf-8", "surrogatepass").translate(_DIGITS).find(_LONG_NUMBER) < 0
+        and (len(text) < _DEEP or text.count("[") + text.count("{") < _DEEP // 2)
+    ):
+        try:
+            return _loads(text)
+        except ValueError:  # orjson.JSONDecodeError
+            pass
+    return _decode_std(text)
+
+
+_decode: Callable[[str], Any]
+if orjson is not None:
+    _loads = orjson.loads
+    _decode = _decode_orjson
+else:  # pragma: no cover - depends on the environment
+    _decode = _decode_std
+
+
+def _bad(error: RPCError, reply_id: str | None, dialect: Dialect) -> BadFrame:
+    reply = None if reply_id is None else encode_error(reply_id, error, dialect)
+    return BadFrame(error, reply)
+
+
+def decode(text: str | bytes, dialect: Dialect) -> Frame | BadFrame | None:
+    """Parse one WebSocket message. Never raises.
+
+    Returns None for an empty message, a frame value for a valid one, else a
+    `BadFrame` (see API.md's wire table for what each carries).
+    """
+    if not text:
+        return None
+    try:
+        message = _decode(text if isinstance(text, str) else text.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return _bad(RPCFrameworkError("Message must be a JSON structure"), "-1", dialect)
+    if type(message) is not list:
+        return _bad(RPCFrameworkError("Message must be an array"), "-1", dialect)
+    length = len(message)
+    kind = message[0] if length else None
+    if type(kind) is float and kind.is_integer():
+        kind = int(kind)
+    if type(kind) is not int:
+        return _bad(RPCFrameworkError("Message type must be a number"), "-1", dialect)
+    message_id = message[1] if length > 1 else None
+    known = kind in (CALL, CALLRESULT, CALLERROR) or (dialect.rpc21 and kind in (5, 6))
+    if not known:
+        error: RPCError = RPCMessageTypeNotSupportedError(f"Unrecognised message type: {kind}")
+        if dialect.legacy_codes:
+            return BadFrame(error)
+        return _bad(error, message_id if type(message_id) is str else "-1", dialect)
+    if type(message_id) is not str:
+        return _bad(RPCFrameworkError("Message ID must be a string"), "-1", dialect)
+
+    if kind in (CALL, SEND):
+        # A SEND is never answered, not even a malformed one.
+        reply_id = message_id if kind == CALL else None
+        if length != 4:
+            name = "CALL" if kind == CALL else "SEND"
+            error = RPCFrameworkError(f"A {name} must have 4 elements")
+            return _bad(error, reply_id, dialect)
+        method = message[2]
+        if type(method) is not str:
+            return _bad(RPCFrameworkError("Method must be a string"), reply_id, dialect)
+        cls = CallFrame if kind == CALL else SendFrame
+        return cls(message_id, method, message[3])
+    if kind == CALLRESULT:
+        if length != 3:
+            error = RPCFrameworkError("A CALLRESULT must have 3 elements")
+            return BadFrame(error, response_id=message_id)
+        return CallResultFrame(message_id, message[2])
+    # CALLERROR / CALLRESULTERROR
+    if (
+        length != 5
+        or type(message[2]) is not str
+        or type(message[3]) is not str
+        or type(message[4]) is not dict
+    ):
+        name = "CALLERROR" if kind == CALLERROR else "CALLRESULTERROR"
+        error = RPCFrameworkError(
+            f"A {name} must be [{kind}, id, code, description, details{{}}]"
+        )
+        return BadFrame(error, response_id=message_id)
+    return CallErrorFrame(message_id, message[2], message[3], message[4], kind == CALLRESULTERROR)

@@ -1,0 +1,202 @@
+"""[pure] The sans-IO RPC session: message ids, the pending-call table, inbound
+calls in progress, the bad-message count, and every row of API.md's wire table.
+
+The I/O layer feeds each inbound WebSocket message to `Session.receive` and acts
+on the returned value; it never inspects frames itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ..errors import RPCError, RPCFrameworkError, RPCGenericError
+from .codec import (
+    BadFrame,
+    CallErrorFrame,
+    CallFrame,
+    CallResultFrame,
+    Dialect,
+    SendFrame,
+    decode,
+    dialect_for,
+    encode_call_error,
+    encode_error,
+)
+
+P = TypeVar("P")
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Run the handler for this CALL (or SEND); a CALL is now "being handled"."""
+
+    frame: CallFrame | SendFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[P]):
+    """A CALLRESULT/CALLERROR/CALLRESULTERROR for the pending call `pending`."""
+
+    pending: P
+    frame: CallResultFrame | CallErrorFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """A valid CALL or SEND refused by the framework, not a bad message: its id
+    is still being handled, or (`busy`) `max_inbound_calls` are being handled
+    already. Send `reply` unless it is None (a refused SEND is dropped)."""
+
+    frame: CallFrame | SendFrame
+    reply: str | None
+    busy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bad(Generic[P]):
+    """A bad message. Send `reply` unless it is None; close with 1002 if `close`
+    (then `reply` is None). `failed` is a pending call that must fail with
+    `error`; `unexpected` is a well-formed response nobody waits for."""
+
+    error: RPCError
+    reply: str | None
+    close: bool
+    failed: P | None = None
+    unexpected: CallResultFrame | CallErrorFrame | None = None
+
+
+Received = Dispatch | Answer[P] | Refuse | Bad[P] | None
+
+
+class Session(Generic[P]):
+    """The RPC state of one WebSocket connection (no I/O).
+
+    `P` is whatever the I/O layer keeps per outbound call awaiting an answer;
+    the session hands it back with the answer.
+    """
+
+    def __init__(
+        self,
+        protocol: str | None,
+        *,
+        max_bad_messages: float = math.inf,
+        max_inbound_calls: float = math.inf,
+    ) -> None:
+        self.dialect: Dialect = dialect_for(protocol)
+        self.max_bad_messages = max_bad_messages
+        self.bad_message_count = 0
+        self.pending: dict[str, P] = {}
+        self.handling: set[str] = set()  # ids of the inbound CALLs being handled
+        self.sends_handling = 0  # inbound SENDs being handled
+        # Inbound work is bounded without ever making the reader wait (a handler
+        # may await an answer from this very peer): the excess is refused at once.
+        self.max_inbound_calls = max_inbound_calls
+        self.busy_refusals = 0  # consecutive refusals for that reason
+
+    # -- outbound ------------------------------------------------------------
+
+    def add_pending(self, message_id: str, pending: P) -> None:
+        """Register an outbound call that awaits its answer."""
+        self.pending[message_id] = pending
+
+    def withdraw(self, message_id: str) -> None:
+        """Forget a pending call (cancelled or timed out); a late answer is unexpected."""
+        self.pending.pop(message_id, None)
+
+    # -- inbound -------------------------------------------------------------
+
+    def finish(self, message_id: str) -> None:
+        """An inbound CALL has been answered (or dropped)."""
+        self.handling.discard(message_id)
+
+    def finish_send(self) -> None:
+        """The handler of an inbound SEND has ended."""
+        self.sends_handling -= 1
+
+    @property
+    def inbound_in_progress(self) -> int:
+        """Inbound CALLs and SENDs being handled."""
+        return len(self.handling) + self.sends_handling
+
+    def error_reply(self, message_id: str, error: RPCError, details: Any = None) -> str:
+        """The CALLERROR for an inbound call, spelled for this dialect."""
+        if details is None:
+            return encode_error(message_id, error, self.dialect)
+        return encode_call_error(message_id, error.code, error.message, details, self.dialect)
+
+    def receive(self, text: str | bytes) -> Received[P]:
+        """Classify one inbound message (see the wire table in API.md)."""
+        frame = decode(text, self.dialect)
+        if frame is None:
+            return None
+        if isinstance(frame, BadFrame):
+            response_id = frame.response_id
+            failed = None if response_id is None else self.pending.pop(response_id, None)
+            return self._bad(frame.error, frame.reply, failed=failed)
+        if isinstance(frame, CallFrame):
+            self.bad_message_count = 0
+            if frame.message_id in self.handling:
+                error = RPCFrameworkError(
+                    f"Already processing a call with message ID: {frame.message_id}"
+                )
+                return Refuse(frame, encode_error(frame.message_id, error, self.dialect))
+            if self.inbound_in_progress >= self.max_inbound_calls:
+                return self._busy(frame)
+            self.busy_refusals = 0
+            self.handling.add(frame.message_id)
+            return Dispatch(frame)
+        if isinstance(frame, SendFrame):
+            self.bad_message_count = 0
+            if self.inbound_in_progress >= self.max_inbound_calls:
+                return self._busy(frame)
+            self.busy_refusals = 0
+            self.sends_handling += 1
+            return Dispatch(frame)
+        pending = self.pending.pop(frame.message_id, None)
+        if pending is None:
+            kind = "CALLRESULT" if isinstance(frame, CallResultFrame) else "CALLERROR"
+            error = RPCFrameworkError(
+                f"Received {kind} for unrecognised message ID: {frame.message_id}"
+            )
+            return self._bad(error, None, unexpected=frame)
+        self.bad_message_count = 0
+        return Answer(pending, frame)
+
+    def _busy(self, frame: CallFrame | SendFrame) -> Refuse:
+        self.busy_refusals += 1
+        if isinstance(frame, SendFrame):
+            return Refuse(frame, None, busy=True)
+        error = RPCGenericError(
+            f"Too many inbound calls in progress ({self.max_inbound_calls:g}); try again later"
+        )
+        return Refuse(frame, encode_error(frame.message_id, error, self.dialect), busy=True)
+
+    def _bad(
+        self,
+        error: RPCError,
+        reply: str | None,
+        *,
+        failed: P | None = None,
+        unexpected: CallResultFrame | CallErrorFrame | None = None,
+    ) -> Bad[P]:
+        self.bad_message_count += 1
+        close = self.bad_message_count > self.max_bad_messages
+        return Bad(error, None if close else reply, close, failed, unexpected)
+
+
+class MessageIds:
+    """Unique outbound message ids: a random per-process prefix and a counter
+    (at most 36 characters, as OCPP-J requires)."""
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex() + "-"
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter)}"

@@ -1,0 +1,291 @@
+"""The framing fast path (`_frames`) against wsproto alone, frame by frame."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.frame_protocol import XorMaskerSimple
+
+from ocpp_rpc._transport.frames import Splitter, encode, unmask
+
+CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def raw_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    mask: bool = True,
+    rsv: int = 0,
+    wide: int = 0,
+) -> bytes:
+    """One frame by hand; `wide` 1 or 2 announces the length in 2 or 8 bytes
+    even when fewer would do (a protocol violation)."""
+    n = len(payload)
+    head = bytearray([(0x80 if fin else 0) | rsv << 4 | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126 and not wide:
+        head.append(bit | n)
+    elif n < 1 << 16 and wide != 2:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if mask:
+        key = os.urandom(4)
+        head += key
+        payload = unmask(key, payload)
+    return bytes(head) + payload
+
+
+def normalize(items: Iterable[Any], state: dict[str, Any]) -> None:
+    """Whole messages, pings, pongs and the first close code, into `state["out"]`
+    (wsproto's partial messages joined)."""
+    out: list[tuple[str, Any]] = state["out"]
+    for item in items:
+        if state["closed"]:
+            return
+        if isinstance(item, (str, bytes)):
+            assert not state["parts"], "a whole message in the middle of a fragmented one"
+            out.append(("message", item))
+        elif isinstance(item, (TextMessage, BytesMessage)):
+            state["parts"].append(item.data)
+            if item.message_finished:
+                parts, state["parts"] = state["parts"], []
+                out.append(("message", parts[0][:0].join(parts)))
+        elif isinstance(item, Ping):
+            out.append(("ping", item.payload))
+        elif isinstance(item, Pong):
+            out.append(("pong", item.payload))
+        elif isinstance(item, CloseConnection):
+            out.append(("close", int(item.code)))
+            state["closed"] = True
+        else:  # pragma: no cover - nothing else is expected
+            raise AssertionError(item)
+
+
+def through_wsproto(client: bool, chunks: list[bytes]) -> list[tuple[str, Any]]:
+    conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+    state: dict[str, Any] = {"out": [], "parts": [], "closed": False}
+    for chunk in chunks:
+        if state["closed"]:
+            break
+        conn.receive_data(chunk)
+        normalize(list(conn.events()), state)
+    return list(state["out"])
+
+
+def through_splitter(
+    client: bool, chunks: list[bytes], max_size: int
+) -> tuple[list[tuple[str, Any]], bool]:
+    """What the splitter yields, and whether it still splits at the end."""
+    conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+    splitter = Splitter(conn, max_size)
+    state: dict[str, Any] = {"out": [], "parts": [], "closed": False}
+    for chunk in chunks:
+        if state["closed"]:
+            break
+        normalize(splitter.feed(chunk), state)
+    return list(state["out"]), not splitter._through
+
+
+# short payloads, and ones that need a 2-byte length
+TEXTS = (st.text(max_size=40) | st.text(min_size=126, max_size=300)).map(str.encode)
+BYTES = st.binary(max_size=40) | st.binary(min_size=126, max_size=300)
+BAD_UTF8 = st.sampled_from(  # a bad byte, a cut sequence, a surrogate, overlong, > U+10FFFF
+    [b"\xff", b"ok \xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"a\xf4\x90\x80\x80"]
+)
+
+
+@st.composite
+def frames(draw: st.DrawFn, client: bool) -> bytes:
+    """One frame; mostly what a peer sends, sometimes what a hostile one does."""
+    mask = not client
+    if draw(st.integers(0, 30)) == 0:
+        mask = not mask  # the wrong mask bit
+    rsv = draw(st.sampled_from([0] * 20 + [1, 2, 4]))
+    wide = draw(st.sampled_from([0] * 20 + [1, 2]))
+    kind = draw(st.sampled_from(
+        ["text"] * 8 + ["binary"] * 3 + ["bad_text", "fragmented", "ping", "pong", "close",
+         "stray_continuation", "open_fragment", "unknown", "long_ping", "fragmented_ping"]
+    ))
+
+    def one(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+        return raw_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv, wide=wide)
+
+    if kind == "text":
+        return one(TEXT, draw(TEXTS))
+    if kind == "binary":
+        return one(BINARY, draw(BYTES))
+    if kind == "bad_text":
+        return one(TEXT, draw(TEXTS) + draw(BAD_UTF8) + draw(TEXTS))
+    if kind == "fragmented":  # text in pieces (cut anywhere, even inside a character),
+        body = draw(TEXTS) + draw(st.sampled_from([b"", b"", b"\xff"]))  # pings between
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=3)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        out = b""
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            out += one(TEXT if i == 0 else CONT, piece, fin=last)
+            if not last and draw(st.booleans()):
+                out += one(PING, draw(st.binary(max_size=8)))
+        return out
+    if kind == "ping":
+        return one(PING, draw(st.binary(max_size=125)))
+    if kind == "pong":
+        return one(PONG, draw(st.binary(max_size=125)))
+    if kind == "close":
+        code = draw(st.sampled_from([1000, 1001, 1003, 3000, 4999, 1005, 999]))
+        return one(CLOSE, struct.pack("!H", code) + draw(st.text(max_size=20)).encode())
+    if kind == "stray_continuation":  # ends an open fragmented message, if any
+        return one(CONT, draw(BYTES), fin=draw(st.booleans()))
+    if kind == "open_fragment":  # a message that the next frames may or may not continue
+        return one(draw(st.sampled_from([TEXT, BINARY])), draw(TEXTS), fin=False)
+    if kind == "unknown":
+        return one(draw(st.sampled_from([3, 4, 5, 6, 7, 11, 12, 13, 14, 15])), draw(BYTES))
+    if kind == "long_ping":
+        return one(PING, draw(st.binary(min_size=126, max_size=200)))
+    return one(PING, draw(st.binary(max_size=10)), fin=False)  # a fragmented control frame
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[bool, list[bytes], int]:
+    client = draw(st.booleans())
+    parts = draw(st.lists(frames(client), max_size=8))
+    data = b"".join(parts)
+    starts = [sum(map(len, parts[:i])) for i in range(len(parts))] or [0]
+    near_a_header = st.builds(  # where cuts are the most telling
+        lambda start, offset: min(len(data), start + offset),
+        st.sampled_from(starts),
+        st.integers(0, 15),
+    )
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)) | near_a_header, max_size=6)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    max_size = draw(st.sampled_from([1 << 24, 1 << 24, 64, 0]))
+    return client, chunks, max_size
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_the_splitter_yields_exactly_what_wsproto_alone_does(
+    stream: tuple[bool, list[bytes], int],
+) -> None:
+    client, chunks, max_size = stream
+    expected = through_wsproto(client, chunks)
+    got, splitting = through_splitter(client, chunks, max_size)
+    assert got == expected
+    if not any(kind == "close" for kind, _ in expected):
+        assert splitting, "a valid stream left the fast path for good"
+
+
+@pytest.mark.parametrize("client", [False, True])
+def test_whole_data_frames_skip_wsproto_and_the_rest_reach_it_in_order(client: bool) -> None:
+    mask = not client
+    data = (
+        raw_frame(TEXT, b"[2,\"1\",\"A\",{}]", mask=mask)
+        + raw_frame(PING, b"p", mask=mask)
+        + raw_frame(BINARY, b"\x00\x01", mask=mask)
+        + raw_frame(TEXT, "é".encode() * 100, mask=mask)
+    )
+    conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+    items: list[str | bytes | Event] = list(Splitter(conn, 1 << 24).feed(data))
+    assert items[0] == '[2,"1","A",{}]'
+    assert isinstance(items[1], Ping) and items[1].payload == b"p"
+    assert items[2:] == [b"\x00\x01", "é" * 100]
+
+
+def test_a_frame_split_across_reads_goes_through_wsproto_as_it_arrives() -> None:
+    data = raw_frame(TEXT, b"x" * 1000)
+    splitter = Splitter(Connection(ConnectionType.SERVER), 1 << 24)
+    first = list(splitter.feed(data[:500]))
+    assert [type(e) for e in first] == [TextMessage]
+    assert not first[0].message_finished  # type: ignore[union-attr]
+    rest = list(splitter.feed(data[500:] + raw_frame(TEXT, b"next")))
+    assert isinstance(rest[0], TextMessage) and rest[0].message_finished
+    assert rest[1:] == ["next"]  # the boundary is found again: back on the fast path
+
+
+def test_bad_utf8_in_a_whole_frame_closes_1007_after_the_messages_before_it() -> None:
+    data = raw_frame(TEXT, b"ok") + raw_frame(TEXT, b"\xff") + raw_frame(TEXT, b"never")
+    items = list(Splitter(Connection(ConnectionType.SERVER), 1 << 24).feed(data))
+    assert items[0] == "ok"
+    assert isinstance(items[1], CloseConnection) and items[1].code == 1007
+    assert "utf-8" in (items[1].reason or "") and len(items) == 2
+
+
+def test_a_frame_over_max_size_is_left_to_wsproto_in_pieces() -> None:
+    """The connection sees partial messages and applies its 1009 check to them."""
+    items = list(Splitter(Connection(ConnectionType.SERVER), 10).feed(raw_frame(TEXT, b"x" * 11)))
+    assert [type(e) for e in items] == [TextMessage]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.text(max_size=70_000), st.binary(max_size=70_000)), max_size=4),
+       st.booleans())
+def test_encode_gives_frames_wsproto_reads_back(messages: list[str | bytes], mask: bool) -> None:
+    # a client masks what it sends; the server reading it wants masked frames
+    reader = Connection(ConnectionType.SERVER if mask else ConnectionType.CLIENT)
+    reader.receive_data(encode(messages, mask=mask))
+    got = [e.data for e in reader.events() if isinstance(e, (TextMessage, BytesMessage))]
+    assert got == messages
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
+def test_encode_uses_the_minimal_length_form(size: int) -> None:
+    from wsproto.events import BytesMessage as Message
+
+    expected = Connection(ConnectionType.SERVER).send(Message(data=b"x" * size))
+    assert encode([b"x" * size], mask=False) == expected
+
+
+@given(st.binary(min_size=4, max_size=4), st.binary(max_size=5000))
+def test_unmask_matches_wsprotos_masker(key: bytes, payload: bytes) -> None:
+    assert unmask(key, payload) == bytes(XorMaskerSimple(key).process(bytearray(payload)))
+
+
+@pytest.mark.parametrize("client", [False, True])
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 300, 65535, 65536])
+def test_a_frame_cut_at_every_byte_of_its_header_still_splits(client: bool, size: int) -> None:
+    data = raw_frame(BINARY, b"x" * size, mask=not client) + raw_frame(TEXT, b"next",
+                                                                       mask=not client)
+    header = len(data) - size - len(raw_frame(TEXT, b"next", mask=not client))
+    for cut in range(1, header + 1):
+        splitter = Splitter(Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER),
+                            1 << 24)
+        state: dict[str, Any] = {"out": [], "parts": [], "closed": False}
+        normalize(splitter.feed(data[:cut]), state)
+        normalize(splitter.feed(data[cut:]), state)
+        assert state["out"] == [("message", b"x" * size), ("message", "next")], cut
+        assert not splitter._through, cut
+
+
+def test_events_from_a_close_on_are_taken_lazily() -> None:
+    """wsproto is still open while the messages before a Close are taken."""
+    conn = Connection(ConnectionType.SERVER)
+    close = raw_frame(CLOSE, struct.pack("!H", 1000))
+    items = iter(Splitter(conn, 1 << 24).feed(raw_frame(TEXT, b"call") + close))
+    assert next(items) == "call"
+    from wsproto.connection import ConnectionState
+
+    assert conn.state is ConnectionState.OPEN  # a reply can still be sent
+    assert isinstance(next(items), CloseConnection)
+    assert conn.state in (ConnectionState.REMOTE_CLOSING,)  # once its Close is taken
+
+
+def test_encode_refuses_what_is_neither_text_nor_bytes() -> None:
+    with pytest.raises(TypeError):
+        encode([5], mask=False)  # type: ignore[list-item]
+
+
+def test_a_bytearray_read_yields_bytes_messages() -> None:
+    splitter = Splitter(Connection(ConnectionType.SERVER), 1 << 24)
+    items = list(splitter.feed(bytearray(raw_frame(BINARY, b"\x01\x02"))))
+    assert items == [b"\x01\x02"] and type(items[0]) is bytes
