@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from .._concurrency.latch import Signal
 from .._concurrency.slots import CallSlots
 from .._transport import websocket as _websocket
+from .._transport.close_codes import check_close_code
 from .._wire.codec import dialect_for
 from .._wire.validation import Validator, resolve_validators
 from ..errors import ConnectError, ConnectionClosed
@@ -577,12 +578,6 @@ class RPCClient:
         await self._closed.wait()
         assert self._close_result is not None
         return self._close_result
-
-
-def check_close_code(code: int) -> None:
-    """ValueError unless `code` may be sent in a Close frame (RFC 6455 7.4)."""
-    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
-        raise ValueError(f"invalid close code {code}")
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -24,6 +24,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from .._transport import websocket as _websocket
+from .._transport.close_codes import check_close_code
 from .._wire.handshake import Accept as Accept
 from .._wire.handshake import Handshake as Handshake
 from .._wire.handshake import Headers as Headers
@@ -38,7 +39,6 @@ from .client import (
     Options,
     RPCClient,
     State,
-    check_close_code,
 )
 from .events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
 from .handlers import H, Handler, Handlers

@@ -31,6 +31,7 @@ from wsproto.utilities import generate_accept_token, generate_nonce
 from .._concurrency.latch import Signal
 from .._concurrency.slots import CallSlots
 from ..transport import WebSocketClosed as WebSocketClosed
+from .close_codes import check_close_code
 from .frames import Splitter, encode
 from .streams import AsyncioSocketStream, TrioSocketStream, connect_tcp, faster
 
@@ -42,10 +43,6 @@ _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _CLOSED = ConnectionState.CLOSED
 # Exceptions meaning "the transport is gone" (ssl.SSLError is an OSError).
 _STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-# Close codes an endpoint may put in a Close frame (RFC 6455 7.4).
-_SENDABLE_CODES = {int(c) for c in CloseReason if c not in (1005, 1006, 1015)} | set(
-    range(3000, 5000)
-)
 
 _Headers = Sequence[tuple[str, str]]
 
@@ -615,8 +612,7 @@ class WebSocket:
         :exc:`WebSocketClosed`); otherwise incoming messages are discarded here.
         The reason is truncated to fit the frame.
         """
-        if code not in _SENDABLE_CODES:
-            raise ValueError(f"invalid close code {code}")
+        check_close_code(code)
         if self.close_code is None:
             with anyio.move_on_after(timeout):
                 await self._send_control(CloseConnection(code=code, reason=reason))
