@@ -1,11 +1,15 @@
-"""Testing your own OCPP code with ocpp_rpc: run the real server on a free
-loopback port and drive it with a real client, on both asyncio and Trio.
+"""Testing your own OCPP code with ocpp_rpc: run the real server and connect a
+real client to it in memory (`ocpp_rpc.testing.connect`), on asyncio and on
+Trio with a mock clock.
 
     pip install pytest anyio trio
     pytest examples/test_my_csms.py
 
-Nothing is mocked: the frames cross a real WebSocket, so the tests see what
-a charger would see (CALLERROR codes, closes), and each test takes a few ms.
+Nothing is mocked but the socket: the client goes through your server's auth
+hook, subprotocol negotiation and handlers as a charger would, and sees what
+a charger would see (CALLERROR codes, closes). Without sockets each test takes
+a millisecond or so, and under Trio's MockClock, timeouts and keep-alive
+pings take no real time at all (see docs/testing.md).
 """
 
 from __future__ import annotations
@@ -17,19 +21,31 @@ import pytest
 
 from ocpp_rpc import (
     Call,
+    ConnectError,
+    Handshake,
+    Reject,
     RPCClient,
     RPCPropertyConstraintViolationError,
     RPCServer,
     create_rpc_error,
 )
+from ocpp_rpc.testing import connect
 
 pytestmark = pytest.mark.anyio
 
 
-# -- the code under test: your CSMS's handlers -----------------------------------------
+# -- the code under test: your CSMS's auth hook and handlers ----------------------------
+
+PASSWORDS = {"CP-TEST": b"s3cret"}
+
 
 def make_csms() -> RPCServer:
     server = RPCServer(protocols=["ocpp1.6"])
+
+    @server.auth
+    async def auth(handshake: Handshake) -> None:
+        if PASSWORDS.get(handshake.identity) != handshake.password:
+            raise Reject(401, "unknown charger or wrong password")
 
     @server.handler("BootNotification")
     def boot(call: Call) -> dict[str, Any]:
@@ -40,23 +56,27 @@ def make_csms() -> RPCServer:
     return server
 
 
-# -- fixtures: a live server per test, on a free port ----------------------------------
+# -- fixtures: each test on asyncio and on Trio (with a clock that skips idle time) --------
 
 @pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "trio":
+        from trio.testing import MockClock
+
+        return "trio", {"clock": MockClock(autojump_threshold=0)}
+    return "asyncio"
 
 
 @pytest.fixture
-async def csms_url() -> AsyncIterator[str]:
+async def csms() -> AsyncIterator[RPCServer]:
     async with make_csms() as server:
-        listening = await server.listen(0)  # port 0: the OS picks a free one
-        yield f"ws://127.0.0.1:{listening.port}/ocpp"
+        yield server
 
 
 @pytest.fixture
-async def charger(csms_url: str) -> AsyncIterator[RPCClient]:
-    async with RPCClient(csms_url, "CP-TEST", protocols=["ocpp1.6"], reconnect=False) as cp:
+async def charger(csms: RPCServer) -> AsyncIterator[RPCClient]:
+    async with connect(csms, "CP-TEST", protocols=["ocpp1.6"], password="s3cret",
+                       reconnect=False) as cp:
         yield cp
 
 
@@ -68,20 +88,22 @@ async def test_boot_is_accepted(charger: RPCClient) -> None:
     assert result["status"] == "Accepted"
 
 
-async def test_unknown_vendor_gets_a_callerror(charger: RPCClient) -> None:
+async def test_a_wrong_password_is_refused_and_an_unknown_vendor_gets_a_callerror(
+    csms: RPCServer, charger: RPCClient
+) -> None:
+    with pytest.raises(ConnectError) as refused:
+        async with connect(csms, "CP-TEST", protocols=["ocpp1.6"], password="guess"):
+            pass
+    assert refused.value.status == 401
     with pytest.raises(RPCPropertyConstraintViolationError, match="unknown vendor"):
         await charger.call("BootNotification", {"chargePointVendor": "Other",
                                                 "chargePointModel": "X"})
 
 
-async def test_a_server_call_reaches_the_charger() -> None:
-    async with make_csms() as server:  # here the test needs the server itself
-        listening = await server.listen(0)
-        url = f"ws://127.0.0.1:{listening.port}/ocpp"
-        async with RPCClient(url, "CP-TEST", protocols=["ocpp1.6"]) as cp:
-            cp.handle("Reset", lambda call: {"status": "Accepted"})
-            # once a call is answered, the server has surely registered the client
-            await cp.call("BootNotification", {"chargePointVendor": "ACME",
-                                               "chargePointModel": "X"})
-            result = await server.clients["CP-TEST"].call("Reset", {"type": "Soft"})
+async def test_a_server_call_reaches_the_charger(csms: RPCServer, charger: RPCClient) -> None:
+    charger.handle("Reset", lambda call: {"status": "Accepted"})
+    # Once a call is answered, the server has surely registered the client.
+    await charger.call("BootNotification", {"chargePointVendor": "ACME",
+                                            "chargePointModel": "X"})
+    result = await csms.clients["CP-TEST"].call("Reset", {"type": "Soft"})
     assert result == {"status": "Accepted"}

@@ -1,5 +1,9 @@
 """OCPP-J RPC over WebSockets, client and server, for Trio and asyncio (via anyio)."""
 
+import inspect
+import sys
+from types import FunctionType
+
 from ._rpc.client import RPCClient as RPCClient
 from ._rpc.client import State as State
 from ._rpc.events import CloseResult as CloseResult
@@ -63,3 +67,30 @@ __all__ = (
     "Validator",
     "create_rpc_error",
 )
+
+
+
+def _publish(public: type | FunctionType) -> None:
+    """Make `public` report ``ocpp_rpc`` as its module, as documented, repr'd
+    and pickled (``ocpp_rpc.RPCClient``, not the private module that defines it
+    today and may move). `typing.get_type_hints` looks a class's string
+    annotations up in the module it reports, so they are resolved first, in
+    the module that wrote them (one left as a string if it names something
+    imported only for type checkers, as before)."""
+    if isinstance(public, type):
+        namespace = vars(sys.modules[public.__module__])
+        annotations = inspect.get_annotations(public)  # its own, a copy
+        for key, annotation in annotations.items():
+            if isinstance(annotation, str):
+                try:
+                    annotations[key] = eval(annotation, namespace, dict(vars(public)))
+                except NameError:
+                    pass
+        public.__annotations__ = annotations
+    public.__module__ = __name__
+
+
+for _public in map(globals().__getitem__, __all__):
+    if isinstance(_public, (type, FunctionType)):
+        _publish(_public)
+del _public

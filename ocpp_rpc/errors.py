@@ -31,10 +31,15 @@ class RPCError(Exception):
 
     Raise one (or a subclass) from a handler to answer with that code; a call
     whose peer answered with a CALLERROR raises the matching subclass.
+    `message` is the text given (the peer's description for a received error),
+    `""` when none was. A CALLERROR sent for an error without a message carries
+    its class's `description`, the OCPP-J specification's text for the code.
     """
 
+    #: The code of errors of this class (unless one is given).
     default_code: ClassVar[str] = "GenericError"
-    default_message: ClassVar[str] = ""
+    #: The specification's description of the code ("" for GenericError).
+    description: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class RPCError(Exception):
         code: str | None = None,
     ) -> None:
         self.code: str = code if code is not None else self.default_code
-        self.message: str = message or self.default_message
+        self.message: str = message
         self.details: dict[str, Any] = dict(details) if details else {}
         super().__init__(self.message)
 
@@ -65,21 +70,21 @@ class RPCNotImplementedError(RPCError):
     """`NotImplemented`: the action is not known by the receiver."""
 
     default_code = "NotImplemented"
-    default_message = "Requested method is not known"
+    description = "Requested method is not known"
 
 
 class RPCNotSupportedError(RPCError):
     """`NotSupported`: the action is recognised but not supported."""
 
     default_code = "NotSupported"
-    default_message = "Requested method is recognised but not supported"
+    description = "Requested method is recognised but not supported"
 
 
 class RPCInternalError(RPCError):
     """`InternalError`: the receiver failed while processing the call."""
 
     default_code = "InternalError"
-    default_message = (
+    description = (
         "An internal error occurred and the receiver was not able to process "
         "the requested method successfully"
     )
@@ -89,14 +94,14 @@ class RPCProtocolError(RPCError):
     """`ProtocolError`: the payload is incomplete."""
 
     default_code = "ProtocolError"
-    default_message = "Payload for method is incomplete"
+    description = "Payload for method is incomplete"
 
 
 class RPCSecurityError(RPCError):
     """`SecurityError`: a security issue prevented processing."""
 
     default_code = "SecurityError"
-    default_message = (
+    description = (
         "During the processing of method a security issue occurred preventing "
         "receiver from completing the method successfully"
     )
@@ -106,7 +111,7 @@ class RPCFormatViolationError(RPCError):
     """`FormatViolation` (OCPP 1.6J spells it `FormationViolation`)."""
 
     default_code = "FormatViolation"
-    default_message = (
+    description = (
         "Payload for the method is syntactically incorrect or not conform "
         "the PDU structure for the method"
     )
@@ -116,7 +121,7 @@ class RPCPropertyConstraintViolationError(RPCError):
     """`PropertyConstraintViolation`: a field holds an invalid value."""
 
     default_code = "PropertyConstraintViolation"
-    default_message = (
+    description = (
         "Payload is syntactically correct but at least one field contains an invalid value"
     )
 
@@ -125,7 +130,7 @@ class RPCOccurrenceConstraintViolationError(RPCError):
     """`OccurrenceConstraintViolation` (1.6J: `OccurenceConstraintViolation`)."""
 
     default_code = "OccurrenceConstraintViolation"
-    default_message = (
+    description = (
         "Payload for the method is syntactically correct but at least one of "
         "the fields violates occurrence constraints"
     )
@@ -135,7 +140,7 @@ class RPCTypeConstraintViolationError(RPCError):
     """`TypeConstraintViolation`: a field has the wrong data type."""
 
     default_code = "TypeConstraintViolation"
-    default_message = (
+    description = (
         "Payload for the method is syntactically correct but at least one of "
         "the fields violates data type constraints"
     )
@@ -145,7 +150,7 @@ class RPCMessageTypeNotSupportedError(RPCError):
     """`MessageTypeNotSupported` (OCPP 2.x): unknown message type number."""
 
     default_code = "MessageTypeNotSupported"
-    default_message = (
+    description = (
         "A message with a Message Type Number received is not supported by this implementation."
     )
 
@@ -154,7 +159,7 @@ class RPCFrameworkError(RPCError):
     """`RpcFrameworkError` (OCPP 2.x): the frame is not a valid RPC message."""
 
     default_code = "RpcFrameworkError"
-    default_message = (
+    description = (
         "Content of the call is not a valid RPC Request, for example: "
         "MessageId could not be read."
     )
@@ -182,7 +187,8 @@ ERROR_CLASSES: Mapping[str, type[RPCError]] = {
 def create_rpc_error(
     code: str, message: str = "", details: Mapping[str, Any] | None = None
 ) -> RPCError:
-    """The `RPCError` subclass instance for `code` (either spelling).
+    """The `RPCError` subclass instance for `code` (either spelling), with
+    `message` as given (the class's standard text stays in `.description`).
 
     An unknown code gives an `RPCGenericError` whose `.code` is still `code`.
     """
@@ -210,3 +216,7 @@ class ConnectionClosed(Exception):
         self.code = code
         self.reason = reason
         super().__init__(f"connection closed: {code} {reason}".rstrip())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Built again from code and reason (its args hold only the text).
+        return type(self), (self.code, self.reason), self.__dict__

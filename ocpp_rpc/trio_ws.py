@@ -17,6 +17,7 @@ early): harmless, but visible as a ResourceWarning.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -25,11 +26,10 @@ import anyio
 import trio
 import trio_websocket
 
-from ._rpc.client import DEFAULT_MAX_MESSAGE_SIZE, RPCClient, State
-from ._rpc.events import ConnectingEvent
+from ._rpc.client import DEFAULT_MAX_MESSAGE_SIZE, RPCClient
 from ._rpc.reconnect import NotRetryable
 from ._wire.handshake import Handshake, make_handshake
-from .transport import Transport, WebSocketClosed
+from .transport import Dialer, Transport, WebSocketClosed
 
 if TYPE_CHECKING:
     from ._rpc.server import RPCServer
@@ -178,26 +178,32 @@ async def serve_request(server: RPCServer, request: trio_websocket.WebSocketRequ
     await server.serve_upgrade(_TrioWebSocketUpgrade(request))
 
 
-class _AttachedClient(RPCClient):
-    """An RPCClient whose one connection is a transport handed to it."""
+def _dial_once(transport: Transport) -> Dialer:
+    """A dialer that hands out `transport` once (the connection is the caller's,
+    so there is no reconnecting), if its subprotocol is one the client offers."""
+    remaining = [transport]
 
-    def __init__(self, transport: Transport, identity: str, **options: Any) -> None:
-        super().__init__("", identity, reconnect=False, **options)
-        self._attached: Transport | None = transport
-
-    async def _connect(self, protocols: Sequence[str]) -> Transport:
-        transport, self._attached = self._attached, None
-        if transport is None:
+    async def dial(
+        url: str,
+        *,
+        subprotocols: Sequence[str],
+        headers: Sequence[tuple[str, str]],
+        ssl_context: ssl.SSLContext | None,
+        max_message_size: int,
+        handshake_timeout: float,
+    ) -> Transport:
+        if not remaining:
             raise NotRetryable("an attached client cannot reconnect")
-        self._set_state(State.CONNECTING)
-        self._observers.emit("connecting", ConnectingEvent(tuple(protocols)))
-        if protocols and transport.subprotocol not in protocols:
+        transport = remaining.pop()
+        if subprotocols and transport.subprotocol not in subprotocols:
             await transport.close(1002, "no subprotocol agreed")
             raise NotRetryable(
                 f"the connection's subprotocol {transport.subprotocol!r} is not one of"
-                f" {list(protocols)}"
+                f" {list(subprotocols)}"
             )
         return transport
+
+    return dial
 
 
 @asynccontextmanager
@@ -214,5 +220,6 @@ async def attach_client(
         raise TypeError("an attached client never reconnects")
     max_message_size = options.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     transport = TrioWebSocketTransport(websocket, max_message_size=max_message_size)
-    async with _AttachedClient(transport, identity, **options) as client:
+    client = RPCClient("", identity, reconnect=False, dialer=_dial_once(transport), **options)
+    async with client:
         yield client

@@ -1,10 +1,9 @@
 """Events of the running backend itself, for the per-call hot path.
 
-`anyio.Event()` builds a wrapper around the backend's event (two of them, in
-anyio 4: its `__new__` and `__init__` each make one); on asyncio that is ~6x
-the cost of an `asyncio.Event` (on trio ~1.4 us more per event than a
-`trio.Event`), paid several times per call. The backend's own event behaves
-the same under anyio's cancel scopes.
+`anyio.Event()` builds a wrapper around the backend's event (in anyio 4 its
+`__new__` and `__init__` each make one), several times the cost of the
+backend's own event, paid several times per call. The backend's own event
+behaves the same under anyio's cancel scopes.
 """
 
 from __future__ import annotations
@@ -14,6 +13,9 @@ import sys
 from typing import Any, Protocol
 
 import anyio
+
+# Private asyncio (None outside a loop; the public one raises): the cheapest backend test per call.
+_running_asyncio_loop = asyncio._get_running_loop
 
 
 class EventLike(Protocol):
@@ -27,7 +29,7 @@ class EventLike(Protocol):
 def new_event() -> EventLike:
     """An `asyncio.Event` on asyncio, a `trio.Event` on trio (anyio's only other
     backend), else an `anyio.Event`."""
-    if asyncio._get_running_loop() is not None:
+    if _running_asyncio_loop() is not None:
         return asyncio.Event()
     trio = sys.modules.get("trio")
     if trio is not None:

@@ -1,14 +1,14 @@
-"""`Signal`: a one-shot event that costs next to nothing until a task waits on it."""
+"""`Latch`: a one-shot event that costs next to nothing until a task waits on it."""
 
 from __future__ import annotations
 
 import anyio
 
 
-class Signal:
-    """Like `anyio.Event`, but its `anyio.Event` is made only when a task waits:
-    an idle connection holds several of these, and an anyio.Event costs ~900
-    bytes on asyncio (its waiter deque), this ~50."""
+class Latch:
+    """Like `anyio.Event` (set once, never reset), but its `anyio.Event` is made
+    only when a task waits: an idle connection holds several of these, and an
+    `anyio.Event` is much bigger (its waiter deque) than this object."""
 
     __slots__ = ("_event", "_set")
 

@@ -1,4 +1,5 @@
-"""`CallSlots`: the `call_concurrency` bound on outbound calls."""
+"""`CallSlots`: the `call_concurrency` bound on outbound calls (only that: a
+WebSocket's write lock is `lock.Lock`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class CallSlots:
     def __init__(self, total: int) -> None:
         self._total = total
         self._used = 0
-        self._waiters: deque[EventLike] | None = None  # made on first use: ~600 bytes
+        self._waiters: deque[EventLike] | None = None  # made on first use: a deque is big
 
     @property
     def total(self) -> int:

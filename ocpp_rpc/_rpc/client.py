@@ -4,14 +4,12 @@ connecting, reconnects, keep-alive and handlers."""
 from __future__ import annotations
 
 import base64
-import enum
 import logging
 import math
 import ssl
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -19,19 +17,22 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_never
 
-from .._concurrency.latch import Signal
+from .._concurrency.latch import Latch
 from .._concurrency.slots import CallSlots
 from .._transport import websocket as _websocket
 from .._transport.close_codes import check_close_code
 from .._wire.codec import dialect_for
-from .._wire.validation import Validator, resolve_validators
+from .._wire.validation import Validator
 from ..errors import ConnectError, ConnectionClosed
 from ..transport import Dialer, Transport
 from .connection import Connection
 from .events import CloseResult, ClosingEvent, ConnectingEvent, Observer, Observers, OpenEvent
+from .events import State as State  # re-exported: its home before options.py and events.py
 from .handlers import H, Handler, Handlers
-from .keepalive import Keepalive
+from .options import DEFAULT_MAX_INBOUND_CALLS, DEFAULT_WRITE_TIMEOUT, Options
+from .options import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE  # re-exported, as State
 from .reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
+from .timers import TimerService
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -41,80 +42,8 @@ else:  # pragma: no cover
 
 logger = logging.getLogger("ocpp_rpc")
 
-#: Default maximum inbound message size in bytes (larger ones close with 1009).
-DEFAULT_MAX_MESSAGE_SIZE = 2**24  # 16 MiB, a comfortable ceiling for OCPP payloads
 #: Seconds allowed for TCP + TLS + the HTTP upgrade when connecting.
 HANDSHAKE_TIMEOUT = 30.0
-#: Default bound on inbound calls (CALL and SEND) being handled at once.
-DEFAULT_MAX_INBOUND_CALLS = 100
-#: Default seconds one outbound frame may take to be written before the peer is dropped.
-DEFAULT_WRITE_TIMEOUT = 60.0
-
-
-class State(enum.IntEnum):
-    """Connection states, numbered as in ocpp-rpc (and the browser WebSocket)."""
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-@dataclass(slots=True)
-class Options:
-    """Options shared by clients and servers; `reconfigure()` changes them."""
-
-    protocols: tuple[str, ...] = ()
-    call_timeout: float = 60.0
-    ping_interval: float | None = 30.0
-    defer_pings_on_activity: bool = False
-    call_concurrency: int = 1
-    respond_with_detailed_errors: bool = False
-    max_bad_messages: float = math.inf
-    strict_mode: bool | tuple[str, ...] = False
-    strict_mode_validators: tuple[Validator, ...] = ()
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS
-    write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
-    # client only
-    password: str | bytes | None = None
-    headers: Mapping[str, str] | None = None
-    query: Mapping[str, str] | None = None
-    ssl_context: ssl.SSLContext | None = None
-    reconnect: bool = True
-    max_reconnects: float = math.inf
-    backoff: Backoff = DEFAULT_BACKOFF
-    #: subprotocol -> its validator, for the subprotocols validated strictly (derived)
-    validators: dict[str, Validator] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.protocols = tuple(self.protocols)
-        if not isinstance(self.strict_mode, bool):
-            self.strict_mode = tuple(self.strict_mode)
-        if self.call_concurrency < 1:
-            raise ValueError("call_concurrency must be at least 1")
-        if self.call_timeout <= 0:
-            raise ValueError("call_timeout must be positive")
-        if self.max_message_size < 1:
-            raise ValueError("max_message_size must be positive")
-        if self.max_bad_messages < 0 or self.max_reconnects < 0:
-            raise ValueError("max_bad_messages and max_reconnects must not be negative")
-        if not self.max_inbound_calls >= 1:
-            raise ValueError("max_inbound_calls must be at least 1")
-        if self.write_timeout is not None and not self.write_timeout > 0:
-            raise ValueError("write_timeout must be positive (or None: no limit)")
-        self.strict_mode_validators = tuple(self.strict_mode_validators)
-        self.validators = resolve_validators(
-            self.strict_mode, self.protocols, self.strict_mode_validators
-        )
-
-    def updated(self, changes: Mapping[str, Any]) -> Options:
-        """A validated copy with `changes` applied; unknown names raise TypeError."""
-        known = {f.name for f in fields(self) if f.init}
-        unknown = set(changes) - known
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        return replace(self, **changes)
 
 
 class RPCClient:
@@ -167,10 +96,7 @@ class RPCClient:
     ) -> None:
         if isinstance(protocols, str):
             raise TypeError("protocols must be a sequence of str, not a str")
-        self._endpoint = endpoint
-        self._dialer: Dialer = _websocket.connect if dialer is None else dialer
-        self._identity = identity
-        self._options = Options(
+        options = Options(
             protocols=tuple(protocols),
             password=password,
             headers=headers,
@@ -191,22 +117,42 @@ class RPCClient:
             max_inbound_calls=max_inbound_calls,
             write_timeout=write_timeout,
         )
-        self._handlers = Handlers()
+        self._setup(identity, options, endpoint=endpoint, dialer=dialer)
+
+    def _setup(
+        self,
+        identity: str,
+        options: Options,
+        *,
+        endpoint: str = "",
+        dialer: Dialer | None = None,
+        handlers: Handlers | None = None,
+        timers: TimerService | None = None,
+        protocol: str | None = None,
+        state: State = State.CLOSED,
+    ) -> None:
+        """Initialise every attribute; each way of constructing an endpoint
+        (`RPCClient(...)`, a server's `ServerClient`) goes through here."""
+        self._endpoint = endpoint
+        self._dialer: Dialer = _websocket.connect if dialer is None else dialer
+        self._identity = identity
+        self._options = options
+        self._handlers = Handlers() if handlers is None else handlers
         self._observers = Observers()
-        self._state = State.CLOSED
-        self._protocol: str | None = None
+        self._state = state
+        self._protocol = protocol  # given only for an endpoint that is already upgraded
         self._connected_once = False
         self._connection: Connection | None = None
         self._task_group: TaskGroup | None = None
         self._limiter: CallSlots | None = None
         self._state_changed: anyio.Event | None = None  # made by a task waiting for a change
-        self._closed: Signal | None = None
+        self._closed: Latch | None = None
         self._close_started = False
         self._close_result: CloseResult | None = None
         self._last_close: CloseResult | None = None
         self._reconnect_scope: anyio.CancelScope | None = None
         #: Keeps the connection's ping times (None: the connection runs a pinger task).
-        self._keepalive: Keepalive | None = None
+        self._timers = timers
 
     # -- properties ------------------------------------------------------------
 
@@ -248,9 +194,6 @@ class RPCClient:
         """Remove every handler, the wildcard included."""
         self._handlers.remove_all_handlers()
 
-    def _find_handler(self, method: str) -> Handler | None:
-        return self._handlers.find(method)
-
     def on(self, event: str, callback: Observer) -> None:
         """Call `callback(payload)` on every `event` (synchronous observers)."""
         self._observers.on(event, callback)
@@ -269,8 +212,11 @@ class RPCClient:
         self._options = self._options.updated(options)
         if self._limiter is not None:
             self._limiter.total = self._options.call_concurrency
-        if self._connection is not None:
-            self._connection.options_changed(options)
+        connection = self._connection
+        if connection is not None:
+            connection.reconfigure(
+                self._options.connection_config(connection.protocol), changed=options.keys()
+            )
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -283,7 +229,7 @@ class RPCClient:
     def _init_primitives(self) -> None:
         self._limiter = CallSlots(self._options.call_concurrency)
         self._state_changed = None
-        self._closed = Signal()
+        self._closed = Latch()
         self._close_started = False
         self._close_result = None
         self._last_close = None
@@ -339,13 +285,19 @@ class RPCClient:
                     break
                 transport = reconnected
         finally:
-            self._last_close = final or self._close_result or CloseResult(1006, "")
-            if self._close_result is None:
-                self._close_result = self._last_close
-            self._set_state(State.CLOSED)
-            self._observers.emit("close", self._close_result)
-            assert self._closed is not None
-            self._closed.set()
+            self._closed_for_good(final)
+
+    def _closed_for_good(self, final: CloseResult | None) -> CloseResult:
+        """Bookkeeping once the endpoint is CLOSED for good (`final`: how its
+        last connection closed, if known); returns the close result."""
+        self._last_close = final or self._close_result or CloseResult(1006, "")
+        if self._close_result is None:
+            self._close_result = self._last_close
+        self._set_state(State.CLOSED)
+        self._observers.emit("close", self._close_result)
+        assert self._closed is not None
+        self._closed.set()
+        return self._close_result
 
     async def _connect(self, protocols: Sequence[str]) -> Transport:
         """One connection attempt; raises ConnectError on failure."""
@@ -402,7 +354,15 @@ class RPCClient:
             self._connected_once = True
             self._protocol = transport.subprotocol
             self._observers.emit("protocol", self._protocol)
-        connection = Connection(self, transport)
+        connection = Connection(
+            transport,
+            self._options.connection_config(transport.subprotocol),
+            find_handler=self._handlers,
+            observers=self._observers,
+            timers=self._timers,
+            identity=self._identity,
+            client=self,
+        )
         self._connection = connection
         if self._close_started:  # close() came while connecting
             self._set_state(State.CLOSING)

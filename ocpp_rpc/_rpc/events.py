@@ -1,13 +1,24 @@
-"""Event payloads and the synchronous observer registry behind `.on()`/`.off()`."""
+"""Event payloads and the synchronous observer registry behind `.on()`/`.off()`,
+and the values that describe an endpoint's connection (`State`, `CloseResult`)."""
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 logger = logging.getLogger("ocpp_rpc")
+
+
+class State(enum.IntEnum):
+    """Connection states, numbered as in ocpp-rpc (and the browser WebSocket)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
 
 
 class CloseResult(NamedTuple):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import Any, Final, Protocol, TypeVar, overload
 
-if TYPE_CHECKING:
-    from .client import RPCClient
+from .events import CloseResult, Observer, State
 
 
 class _NoReply:
@@ -21,6 +20,37 @@ class _NoReply:
 NOREPLY: Final[Any] = _NoReply()
 
 
+class RPCEndpoint(Protocol):
+    """What `Call.client` is: the endpoint the call arrived on, an `RPCClient`
+    (on the server, the caller's `ServerClient`), with its public API."""
+
+    @property
+    def identity(self) -> str: ...
+    @property
+    def protocol(self) -> str | None: ...
+    @property
+    def state(self) -> State: ...
+
+    async def call(
+        self, method: str, params: Any = None, *, timeout: float | None = None,
+        no_reply: bool = False,
+    ) -> Any: ...
+    async def send(self, method: str, params: Any = None) -> None: ...
+    async def send_raw(self, text: str | bytes) -> None: ...
+    async def close(
+        self, *, code: int = 1000, reason: str = "", await_pending: bool = False,
+        force: bool = False,
+    ) -> CloseResult: ...
+    async def wait_closed(self) -> CloseResult: ...
+    def handle(self, method: str | Handler, handler: Handler | None = None, /) -> None: ...
+    def handler(self, method: str | None = None) -> Callable[[H], H]: ...
+    def remove_handler(self, method: str | None = None) -> None: ...
+    def remove_all_handlers(self) -> None: ...
+    def on(self, event: str, callback: Observer) -> None: ...
+    def off(self, event: str, callback: Observer) -> None: ...
+    def reconfigure(self, **options: Any) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One inbound call, as a handler receives it."""
@@ -29,21 +59,25 @@ class Call:
     params: Any
     message_id: str
     protocol: str | None
-    client: RPCClient
+    client: RPCEndpoint
 
 
 Handler = Callable[[Call], Any | Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
+#: How a connection finds the handler of a method (None: no handler).
+HandlerLookup = Callable[[str], Handler | None]
 
 
 class Handlers:
-    """Handlers by method name plus an optional wildcard."""
+    """Handlers by method name plus an optional wildcard, and the registry
+    asked when neither takes a method (a `ServerClient`'s: its server's)."""
 
-    __slots__ = ("_by_method", "_wildcard")
+    __slots__ = ("_by_method", "_fallback", "_wildcard")
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: Handlers | None = None) -> None:
         self._by_method: dict[str, Handler] = {}
         self._wildcard: Handler | None = None
+        self._fallback = fallback
 
     @overload
     def handle(self, method: str, handler: Handler, /) -> None: ...
@@ -87,8 +121,15 @@ class Handlers:
         self._wildcard = None
 
     def find(self, method: str) -> Handler | None:
-        """The handler for `method`: its own, else the wildcard, else None."""
-        return self._by_method.get(method) or self._wildcard
+        """The handler for `method`: its own, else the wildcard, else the
+        fallback's, else None."""
+        handler = self._by_method.get(method) or self._wildcard
+        if handler is None and self._fallback is not None:
+            return self._fallback.find(method)
+        return handler
+
+    #: A registry is itself a `HandlerLookup` (no bound method to keep per connection).
+    __call__ = find
 
     def find_own(self, method: str) -> Handler | None:
         """The handler registered for exactly `method`, if any."""

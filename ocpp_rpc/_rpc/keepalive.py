@@ -1,66 +1,146 @@
-"""`Keepalive`: the keep-alive ping times of many connections, kept by one task."""
+"""`KeepAlive`: one connection's keep-alive pings.
+
+A ping every `ping_interval` (with `defer_pings_on_activity`, that long after
+the last inbound frame: the reader moves `last_activity`); a ping without its
+pong within the interval drops the connection. With a shared `TimerService`
+(a server's connections) the ping times wait there and a ping gets a task only
+while in flight; without one (a client) a pinger task sleeps between pings.
+"""
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import functools
 import logging
 import math
 from collections.abc import Callable
 
 import anyio
+from anyio.abc import TaskGroup
 
-logger = logging.getLogger("ocpp_rpc")
+from ..transport import Transport, WebSocketClosed
+from .events import CloseResult, Observers, PingEvent
+from .timers import Timer, TimerService
+from .writer import Writer
 
-
-class Timer:
-    """One scheduled call of a `Keepalive`; `cancel` drops it."""
-
-    __slots__ = ("callback",)
-
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callback: Callable[[], object] | None = callback
-
-    def cancel(self) -> None:
-        self.callback = None
+logger = logging.getLogger("ocpp_rpc.connection")
 
 
-class Keepalive:
-    """Calls each scheduled callback at its time, from the one task in `run`.
+class KeepAlive:
+    """The keep-alive of one connection, from `start` until `stop`.
 
-    A server's connections share one: an idle connection then has no task of
-    its own for its keep-alive, only a `Timer` here (its ping gets a task only
-    while in flight).
+    Once per ping interval it retires the connection's `writer` if it is idle;
+    `on_timeout` records how the connection ended before the missing pong
+    makes it drop the transport.
     """
 
-    __slots__ = ("_heap", "_order", "_wakeup")
+    __slots__ = ("_events", "_on_timeout", "_scope", "_task_group", "_timer", "_timers",
+                 "_transport", "_writer", "last_activity")
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Timer]] = []
-        self._order = itertools.count()
-        self._wakeup: anyio.Event | None = None  # set when an earlier time is scheduled
+    def __init__(
+        self,
+        transport: Transport,
+        events: Observers,
+        timers: TimerService | None,
+        *,
+        writer: Writer,
+        on_timeout: Callable[[CloseResult], object],
+    ) -> None:
+        self._transport = transport
+        self._events = events
+        self._timers = timers
+        self._writer = writer
+        self._on_timeout = on_timeout
+        self._task_group: TaskGroup | None = None  # set while the connection runs
+        self._scope: anyio.CancelScope | None = None  # the pinger task, or a ping in flight
+        self._timer: Timer | None = None  # the next ping, in the shared TimerService
+        self.last_activity = 0.0
 
-    def schedule(self, when: float, callback: Callable[[], object]) -> Timer:
-        """Call `callback()` at `when` (`anyio.current_time()` clock)."""
-        timer = Timer(callback)
-        heap = self._heap
-        heapq.heappush(heap, (when, next(self._order), timer))
-        if heap[0][2] is timer and self._wakeup is not None:
-            self._wakeup.set()
-        return timer
+    def start(self, task_group: TaskGroup, interval: float | None) -> None:
+        self._task_group = task_group
+        self.restart(interval)
 
-    async def run(self) -> None:
-        """Call the callbacks as they fall due (until cancelled)."""
-        heap = self._heap
-        while True:
-            now = anyio.current_time()
-            while heap and heap[0][0] <= now:
-                callback = heapq.heappop(heap)[2].callback
-                if callback is not None:
-                    try:
-                        callback()
-                    except Exception:
-                        logger.exception("keep-alive callback %r raised", callback)
-            self._wakeup = wakeup = anyio.Event()
-            with anyio.move_on_after(heap[0][0] - now if heap else math.inf):
-                await wakeup.wait()
+    def stop(self) -> None:
+        """The connection ended: no more pings."""
+        self._task_group = None
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+        if self._timer is not None:
+            assert self._timers is not None
+            self._timers.cancel(self._timer)
+            self._timer = None
+
+    def restart(self, interval: float | None) -> None:
+        """(Re)start the pings every `interval` seconds (None, 0 or inf: none)."""
+        self._cancel()
+        if self._task_group is None or not interval or interval <= 0 or math.isinf(interval):
+            return
+        self.last_activity = anyio.current_time()
+        if self._timers is not None:
+            self._schedule(interval)
+            return
+        scope = anyio.CancelScope()
+        self._scope = scope
+        self._task_group.start_soon(self._pinger, scope, interval)
+
+    async def _pinger(self, scope: anyio.CancelScope, interval: float) -> None:
+        with scope:
+            while True:
+                while (delay := self.last_activity + interval - anyio.current_time()) > 0:
+                    await anyio.sleep(delay)
+                    self._writer.retire_if_idle()
+                if not await self._ping(interval):
+                    return
+
+    def _schedule(self, interval: float) -> None:
+        assert self._timers is not None
+        self._timer = self._timers.schedule(
+            self.last_activity + interval, functools.partial(self._due, interval)
+        )
+
+    def _due(self, interval: float) -> None:
+        """The TimerService says it is time: ping in a task of its own, unless
+        activity (defer_pings_on_activity) moved the ping later."""
+        self._timer = None
+        if self._task_group is None:
+            return
+        self._writer.retire_if_idle()
+        if self.last_activity + interval > anyio.current_time():
+            self._schedule(interval)
+            return
+        scope = anyio.CancelScope()
+        self._scope = scope
+        try:
+            self._task_group.start_soon(self._scheduled_ping, scope, interval)
+        except RuntimeError:  # the task group is done: the connection has ended
+            self._scope = None
+
+    async def _scheduled_ping(self, scope: anyio.CancelScope, interval: float) -> None:
+        with scope:
+            # A restart() while the pong was being delivered cancelled this scope
+            # and scheduled the next ping itself: do not schedule a second.
+            if await self._ping(interval) and not scope.cancel_called:
+                self._scope = None
+                self._schedule(interval)
+
+    async def _ping(self, interval: float) -> bool:
+        """One ping; False if the connection ended (no pong within `interval` drops it)."""
+        started = anyio.current_time()
+        self.last_activity = started
+        with anyio.move_on_after(interval) as timeout:
+            try:
+                await self._transport.ping()
+            except WebSocketClosed:
+                return False
+        if timeout.cancelled_caught:
+            logger.warning("no pong within %ss: dropping the connection", interval)
+            # Recorded before the abort, which the reader would report as a plain 1006.
+            self._on_timeout(CloseResult(1006, "ping timeout"))
+            with anyio.CancelScope(shield=True):
+                await self._transport.abort()
+            return False
+        self._events.emit("ping", PingEvent(anyio.current_time() - started))
+        return True

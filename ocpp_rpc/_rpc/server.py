@@ -17,13 +17,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from .._transport import websocket as _websocket
+from .._transport.asgi import ASGIApp
 from .._transport.close_codes import check_close_code
 from .._wire.handshake import Accept as Accept
 from .._wire.handshake import Handshake as Handshake
@@ -32,25 +33,21 @@ from .._wire.handshake import Reject as Reject
 from .._wire.handshake import make_handshake
 from .._wire.validation import Validator
 from ..transport import Transport, Upgrade
-from .client import (
+from .client import RPCClient
+from .events import CloseResult, ClosingEvent, Observer, Observers, State, UpgradeAbortedEvent
+from .handlers import H, Handler, Handlers
+from .options import (
     DEFAULT_MAX_INBOUND_CALLS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_WRITE_TIMEOUT,
     Options,
-    RPCClient,
-    State,
 )
-from .events import CloseResult, ClosingEvent, Observer, Observers, UpgradeAbortedEvent
-from .handlers import H, Handler, Handlers
-from .keepalive import Keepalive
+from .timers import TimerService
 
 if sys.version_info >= (3, 11):
     from typing import Self
 else:  # pragma: no cover
     from typing_extensions import Self
-
-if TYPE_CHECKING:
-    from ..asgi import ASGIApp
 
 logger = logging.getLogger("ocpp_rpc")
 
@@ -74,54 +71,53 @@ class Listening:
 
 class ServerClient(RPCClient):
     """A connected client as the server sees it: an `RPCClient` that never
-    reconnects, with the `handshake` and the auth hook's `session`."""
+    reconnects, with the `handshake` and the auth hook's `session`.
+
+    Made by its `RPCServer` once the upgrade is accepted: its handlers are
+    looked up first, then the server's (`server_handlers`); `server_events`
+    are the server's observers (its `error` event); `timers` the server's
+    shared keep-alive times.
+    """
 
     def __init__(
         self,
-        server: RPCServer,
         handshake: Handshake,
         session: Any,
         options: Options,
         protocol: str | None,
+        *,
+        server_handlers: Handlers,
+        server_events: Observers,
+        timers: TimerService | None,
     ) -> None:
-        super().__init__("", handshake.identity, reconnect=False)
-        self._options = options
-        self._server_handlers = server._handlers
-        self._server_observers = server._observers
-        self._observers = Observers()
-        self._keepalive = server._keepalive
+        # Already upgraded: the server's `client` event and `clients` see it open.
+        self._setup(
+            handshake.identity, options, handlers=Handlers(fallback=server_handlers),
+            timers=timers, protocol=protocol, state=State.OPEN,
+        )
+        self._server_events = server_events
         self.handshake = handshake
         self.session = session
-        # Already upgraded: the server's `client` event and `clients` see it open.
-        self._protocol = protocol
-        self._state = State.OPEN
-
-    def _find_handler(self, method: str) -> Handler | None:
-        return self._handlers.find(method) or self._server_handlers.find(method)
 
     async def _run_on_client(self, on_client: Callable[[ServerClient], Awaitable[None]]) -> None:
         try:
             await on_client(self)
         except Exception as exc:
-            self._server_observers.emit("error", exc)  # the server's `error` event
+            self._server_events.emit("error", exc)  # the server's `error` event
             raise
 
     async def _serve_accepted(
         self, transport: Transport, on_client: Callable[[ServerClient], Awaitable[None]] | None
     ) -> None:
+        """Serve the accepted connection until it ends."""
         self._init_primitives()
         first = None if on_client is None else functools.partial(self._run_on_client, on_client)
         result: CloseResult | None = None
         try:
             result = await self._serve(transport, first)
         finally:
-            self._last_close = result or CloseResult(1006, "")
-            if self._close_result is None:
-                self._close_result = self._last_close
-            self._set_state(State.CLOSED)
-            self._observers.emit("close", self._close_result)
-            assert self._closed is not None
-            self._closed.set()
+            closed = self._closed_for_good(result)
+            logger.info("%r disconnected (%s %s)", self.identity, closed.code, closed.reason)
 
 
 class RPCServer:
@@ -203,7 +199,7 @@ class RPCServer:
         self._closing = False
         self._close_done: anyio.Event | None = None
         # The ping times of every client: one task, not one per client.
-        self._keepalive = Keepalive()
+        self._timers = TimerService()
 
     # -- configuration -----------------------------------------------------------
 
@@ -247,6 +243,11 @@ class RPCServer:
         self._observers.off(event, callback)
 
     @property
+    def running(self) -> bool:
+        """True while the server's ``async with`` block runs."""
+        return self._task_group is not None
+
+    @property
     def clients(self) -> Mapping[str, ServerClient]:
         """Connected clients by identity (read-only)."""
         return MappingProxyType(self._clients)
@@ -257,8 +258,6 @@ class RPCServer:
         web server (see `ocpp_rpc.asgi`). The server's ``async with`` block must
         be running while it serves (e.g. in the host application's lifespan)."""
         if self._asgi_app is None:
-            from ..asgi import ASGIApp
-
             self._asgi_app = ASGIApp(self)
         return self._asgi_app
 
@@ -298,7 +297,7 @@ class RPCServer:
 
     async def _run_keepalive(self, scope: anyio.CancelScope) -> None:
         with scope:
-            await self._keepalive.run()
+            await self._timers.run()
 
     async def listen(
         self, port: int = 0, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
@@ -493,7 +492,11 @@ class RPCServer:
             logger.info("%r went away during the upgrade", handshake.identity)
             return None
         options = self._options if upgrade.keepalive else self._options_for_hosted()
-        return ServerClient(self, handshake, session, options, protocol), transport
+        client = ServerClient(
+            handshake, session, options, protocol, server_handlers=self._handlers,
+            server_events=self._observers, timers=self._timers,
+        )
+        return client, transport
 
     async def _refuse(self, upgrade: Upgrade, identity: str | None, reject: Reject) -> None:
         self._refused(identity, reject.status, reject.message)
@@ -548,9 +551,6 @@ class RPCServer:
             self._all_clients.discard(client)
             if self._clients.get(identity) is client:
                 del self._clients[identity]
-            result = client._close_result
-            if result is not None:
-                logger.info("%r disconnected (%s %s)", identity, result.code, result.reason)
 
 
 class _StreamUpgrade:

@@ -20,12 +20,22 @@ from wsproto.connection import Connection
 from wsproto.events import CloseConnection, Event
 from wsproto.frame_protocol import CloseReason, XorMaskerSimple
 
+from .close_codes import is_sendable
+
 _TEXT: Final = 0x1
 _BINARY: Final = 0x2
 _DATA: Final = (_TEXT, _BINARY)
 _CONTINUATION: Final = 0x0
+_CLOSE: Final = 0x8
 _PINGS: Final = (0x9, 0xA)  # Ping, Pong
 _SMALL_MASK: Final = 2048  # up to this size an integer XOR unmasks fastest
+# Codes a peer may send (our one rule) that wsproto does not know, and so would
+# fail with 1002 (it accepts only its own `CloseReason` below 3000): wsproto
+# gets such a Close with `_STAND_IN` instead, and its event gets the code back.
+_UNKNOWN_TO_WSPROTO: Final = frozenset(
+    code for code in range(1000, 3000) if is_sendable(code) and code not in set(CloseReason)
+)
+_STAND_IN: Final = CloseReason.NORMAL_CLOSURE
 
 
 def unmask(key: bytes, payload: bytes) -> bytes:
@@ -73,18 +83,28 @@ class Splitter:
     of at most `max_size`, and opcode text or binary outside a fragmented
     message.  A text frame that is not UTF-8 yields
     ``CloseConnection(1007)`` (as wsproto would) and ends the splitting.
+
+    Frame boundaries are followed to the end, also through what only wsproto
+    reads and what `discard` drops: `close_received` tells when the peer's
+    Close has come whole, which a connection being failed waits for.
     """
 
-    __slots__ = ("_conn", "_fragmented", "_head", "_masked", "_max_size", "_owed", "_through")
+    __slots__ = (
+        "_conn", "_fragmented", "_head", "_masked", "_max_size", "_owed", "_owed_close",
+        "_through", "close_received",
+    )
 
     def __init__(self, conn: Connection, max_size: int) -> None:
         self._conn = conn
         self._masked = not conn.client  # a server receives masked frames
         self._max_size = max_size
-        self._head = b""  # the start of a frame whose header is not complete yet
-        self._owed = 0  # bytes of the current frame that wsproto still has to get
+        self._head = b""  # the start of a frame whose header (or Close) is not complete yet
+        self._owed = 0  # bytes of the current frame still to come
+        self._owed_close = False  # ... and that frame is a Close
         self._fragmented = False  # inside a fragmented message (wsproto has it)
         self._through = False  # from here on everything goes to wsproto
+        #: The peer's Close frame has come whole (its event may not be taken yet).
+        self.close_received = False
 
     def feed(self, data: bytes) -> Iterable[str | bytes | Event]:
         """The messages and events that `data` completes, to be taken in order.
@@ -137,9 +157,10 @@ class Splitter:
                     try:
                         out.append(payload.decode("utf-8"))
                     except UnicodeDecodeError as exc:
-                        self._through = True
                         code = CloseReason.INVALID_FRAME_PAYLOAD_DATA
                         out.append(CloseConnection(code, str(exc)))  # wsproto's words
+                        self._through = True  # the connection fails: what follows is
+                        self._walk(data, stop)  # only followed, never read
                         return out
                 pos = stop
                 continue
@@ -151,6 +172,11 @@ class Splitter:
                 if not self._fragmented:
                     return self._pass_rest(data, pos, out)
                 self._fragmented = not fin
+            elif opcode == _CLOSE and fin and n <= 125:
+                if stop > end:  # a Close goes to wsproto whole (at most 131 bytes)
+                    self._head = data[pos:]
+                    break
+                return self._pass_close(data, pos, start, stop, out)
             elif not (opcode in _PINGS and fin and n <= 125):
                 return self._pass_rest(data, pos, out)  # a Close, or a bad frame
             if stop > end:  # wsproto gets the rest of this frame as it comes
@@ -166,12 +192,75 @@ class Splitter:
             self._conn.receive_data(data)
             out.extend(self._conn.events())
 
+    def _pass_close(
+        self, data: bytes, pos: int, start: int, stop: int, out: list[str | bytes | Event]
+    ) -> Iterable[str | bytes | Event]:
+        """The peer's whole Close frame is `data[pos:stop]`: from it on, all is wsproto's."""
+        mask = int.from_bytes(data[start - 4 : start - 2], "big") if self._masked else 0
+        code = int.from_bytes(data[start : start + 2], "big") ^ mask if stop - start >= 2 else -1
+        if code not in _UNKNOWN_TO_WSPROTO:
+            return self._pass_rest(data, pos, out)
+        stand_in = (_STAND_IN ^ mask).to_bytes(2, "big")
+        data = data[:start] + stand_in + data[start + 2 :]
+        return _restore_code(self._pass_rest(data, pos, out), code)
+
     def _pass_rest(
         self, data: bytes, pos: int, out: list[str | bytes | Event]
     ) -> Iterable[str | bytes | Event]:
         """From `pos` on everything is wsproto's: a Close, or a violation."""
         self._through = True
+        self._walk(data, pos)
         if pos < len(data):
             self._conn.receive_data(data[pos:])
             return chain(out, self._conn.events())
         return out
+
+    def discard(self, data: bytes) -> bool:
+        """Drop `data` (a failed connection reads on only to let the peer finish),
+        following its frames; whether the peer's Close has come whole."""
+        self._through = True
+        self._walk(data, 0)
+        return self.close_received
+
+    def _walk(self, data: bytes, pos: int) -> None:
+        """Follow the frame boundaries through `data[pos:]` without decoding
+        anything, noting a Close that has come whole."""
+        if self._head:
+            data, pos, self._head = self._head + data[pos:], 0, b""
+        end = len(data)
+        if self._owed:
+            take = min(self._owed, end - pos)
+            self._owed -= take
+            pos += take
+            if not self._owed and self._owed_close:
+                self.close_received = True
+        while pos < end:
+            second = data[pos + 1] if end - pos >= 2 else 0
+            n = second & 0x7F
+            extended = 2 if n == 126 else 8 if n == 127 else 0
+            start = pos + 2 + extended + (4 if second & 0x80 else 0)
+            if end - pos < 2 or start > end:
+                self._head = data[pos:]
+                return
+            if extended:
+                n = int.from_bytes(data[pos + 2 : pos + 2 + extended], "big")
+            is_close = data[pos] & 0x0F == _CLOSE
+            if start + n > end:
+                self._owed, self._owed_close = start + n - end, is_close
+                return
+            if is_close:
+                self.close_received = True
+            pos = start + n
+
+
+def _restore_code(
+    items: Iterable[str | bytes | Event], code: int
+) -> Iterable[str | bytes | Event]:
+    """`items` with the stand-in code of the first CloseConnection put back to `code`."""
+    restored = False
+    for item in items:
+        if not restored and isinstance(item, CloseConnection):
+            restored = True
+            if item.code == _STAND_IN:
+                item = CloseConnection(code, item.reason)
+        yield item

@@ -4,9 +4,9 @@ anyio's asyncio `SocketStream` resumes and pauses reading around every
 `receive` (two epoll_ctl syscalls each) and yields to the event loop after
 every `send`; its trio `SocketStream` (trio's socket methods) yields after
 every successful `recv`/`send` too. For a WebSocket that exchanges small
-frames that is most of the cost of a round trip, so `faster` moves an accepted
-or connected plain-TCP anyio stream (or the TCP stream under anyio's TLS)
-onto one of these classes:
+frames that is most of the cost of a round trip, so `adopt_socket_stream`
+moves an accepted or connected plain-TCP anyio stream (or the TCP stream under
+anyio's TLS) onto one of these classes:
 
 - `AsyncioSocketStream`: the same asyncio (or uvloop) transport with its own
   protocol, reading continuously with flow control at `_HIGH_WATER` buffered
@@ -18,6 +18,7 @@ onto one of these classes:
   starve other tasks.
 
 Every other stream (Unix sockets, in-memory streams, wrappers) is used as it is.
+What this needs of anyio's and asyncio's private names is in `_internals`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import os
 import socket
 import ssl
 from collections import deque
-from typing import Any, cast
+from typing import cast
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.streams.tls import TLSStream
+
+from ._internals import adoptable_asyncio_stream, is_open_trio_stream, set_read_size
 
 _HIGH_WATER = 256 * 1024  # buffered bytes received and not yet read: pause reading
 _LOW_WATER = 64 * 1024
@@ -48,9 +51,9 @@ async def connect_tcp(
     host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
 ) -> anyio.abc.ByteStream:
     """`anyio.connect_tcp` (with TLS checked against `host` when `ssl_context`
-    is given), in half the time for an IP address: one address needs none of
-    the happy-eyeballs task group, task, event and timeout that anyio starts
-    for every connection (~150 µs of CPU each)."""
+    is given), cheaper for an IP address: one address needs none of the
+    happy-eyeballs task group, task, event and timeout that anyio starts for
+    every connection."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -87,35 +90,21 @@ async def connect_tcp(
         raise
 
 
-def faster(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
-    """`stream` moved onto our own stream class when it is a plain TCP anyio
-    stream (also the one under anyio's TLS): `AsyncioSocketStream` on asyncio
-    and uvloop, `TrioSocketStream` on trio. Any other stream is returned as is."""
+def adopt_socket_stream(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
+    """The same connection on our own stream class when `stream` is an open
+    plain-TCP anyio stream (also the one under anyio's TLS, which is then kept):
+    `AsyncioSocketStream` on asyncio and uvloop, `TrioSocketStream` on trio.
+    Any other stream is returned as it is."""
     if isinstance(stream, TLSStream):
-        stream.transport_stream = faster(stream.transport_stream)  # type: ignore[arg-type]
+        inner = adopt_socket_stream(stream.transport_stream)  # type: ignore[arg-type]
+        stream.transport_stream = inner
         return stream
-    if type(stream).__name__ != "SocketStream":
-        return stream
-    if type(stream).__module__ == "anyio._backends._trio":
-        if getattr(stream, "_closed", True):
-            return stream
+    if is_open_trio_stream(stream):
         return TrioSocketStream(cast(anyio.abc.SocketStream, stream))
-    if type(stream).__module__ != "anyio._backends._asyncio":
+    adoptable = adoptable_asyncio_stream(stream)
+    if adoptable is None:
         return stream
-    transport: Any = getattr(stream, "_transport", None)  # uvloop's is no asyncio.Transport
-    protocol = getattr(stream, "_protocol", None)
-    read_queue = getattr(protocol, "read_queue", None)
-    if (
-        transport is None
-        or not hasattr(transport, "set_protocol")
-        or not isinstance(read_queue, deque)
-        or transport.is_closing()
-        or getattr(protocol, "exception", None) is not None
-        or getattr(protocol, "is_at_eof", False)
-        or getattr(stream, "_closed", False)
-    ):
-        return stream
-    return AsyncioSocketStream(transport, read_queue)
+    return AsyncioSocketStream(*adoptable)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -160,6 +149,7 @@ class _Protocol(asyncio.Protocol):
         self.stream._can_write = True
         _wake(self.stream._write_waiter)
         _wake(self.stream._drain_waiter)
+        _wake(self.stream._close_waiter)
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
@@ -171,7 +161,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
 
     def __init__(self, transport: asyncio.Transport, pending: deque[bytes]) -> None:
         self._transport = transport
-        # A list, not a deque (760 bytes per idle connection): it holds a chunk or two.
+        # A list, not a deque (which is big for an idle connection): it holds a chunk or two.
         self._buffer: list[bytes] = [bytes(chunk) for chunk in pending]
         self._buffered = sum(len(chunk) for chunk in self._buffer)
         self._reading_paused = True  # anyio pauses reading between receives
@@ -184,32 +174,40 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._drain_waiter: asyncio.Future[None] | None = None  # drain() waiting
         transport.set_protocol(_Protocol(self))
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
-        # asyncio's selector transport reads into a fresh max_size (256 KiB) bytes
-        # object each time; that size sits at glibc's mmap threshold, so depending
+        # asyncio's selector transport reads into a fresh bytes object of its read
+        # size each time; its default sits at glibc's mmap threshold, so depending
         # on the heap's history every read may cost mmap+mremap+munmap and page
-        # faults (+35 % per round trip, seen as a "lottery" between processes).
-        if hasattr(transport, "max_size"):
-            transport.max_size = _READ_SIZE
+        # faults.
+        set_read_size(transport, _READ_SIZE)
         if self._buffered <= _HIGH_WATER:
             self._reading_paused = False
             transport.resume_reading()
 
     @property
-    def _raw_socket(self) -> socket.socket:
+    def _raw_socket(self) -> socket.socket:  # anyio's abstract property (see _internals)
         sock: socket.socket = self._transport.get_extra_info("socket")
         return sock
 
     async def drain(self) -> None:
         """Wait until every byte sent so far went to the kernel (or the
-        connection is lost): what a send of anyio's own stream waits for, for a
-        last frame before the TCP connection is dropped."""
+        connection is lost or closed): what a send of anyio's own stream waits
+        for, for a last frame before the TCP connection is dropped."""
+        if not self._closed:
+            await self._flushed("_drain_waiter")
+
+    async def _flushed(self, slot: str) -> None:
+        """Wait (parked in `slot`) until the transport's buffer is empty, or
+        the connection is lost, or (but for aclose() itself) closed."""
         transport = self._transport
-        if not transport.get_write_buffer_size() or self._lost or self._closed:
+        closing = slot == "_close_waiter"
+        if not transport.get_write_buffer_size() or self._lost:
             return
         transport.set_write_buffer_limits(high=0)  # resume_writing() once it is empty
         try:
-            while transport.get_write_buffer_size() and not self._lost and not self._closed:
-                await self._parked("_drain_waiter")
+            while transport.get_write_buffer_size() and not self._lost:
+                if self._closed and not closing:
+                    return
+                await self._parked(slot)
         finally:
             if not self._lost and not transport.is_closing():
                 transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
@@ -273,31 +271,22 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             pass
 
     async def aclose(self) -> None:
+        """Let what is still unsent out (within a bound; not when cancelled, as
+        by `anyio.aclose_forcefully`), then drop the connection."""
         if not self._closed:
             self._closed = True
-            transport = self._transport
             _wake(self._read_waiter)
             _wake(self._write_waiter)
             _wake(self._drain_waiter)
-            if transport.get_write_buffer_size() and not self._lost:
-                # Flush what is left, within a bound, before returning: whoever owns
-                # the anyio stream we replaced (the server's `async with stream`)
-                # aborts the transport once we return, dropping what is unsent.
-                transport.close()
-                loop = asyncio.get_running_loop()
-                waiter = self._close_waiter = loop.create_future()
-                try:
-                    with anyio.move_on_after(_FLUSH_TIMEOUT):
-                        await waiter
-                except BaseException:  # cancelled (aclose_forcefully): flush in the background
-                    loop.call_later(_FLUSH_TIMEOUT, transport.abort)
-                    raise
-                else:
-                    transport.abort()  # a no-op once flushed and closed
-                finally:
-                    self._close_waiter = None
-            else:
-                transport.abort()
+            # Waiting here, not in the background after transport.close(): whoever
+            # owns the anyio stream we replaced (the server's `async with stream`)
+            # aborts the transport once we return, and asyncio's transport breaks
+            # on an abort() that follows a close() whose flush has completed.
+            try:
+                with anyio.move_on_after(_FLUSH_TIMEOUT):
+                    await self._flushed("_close_waiter")
+            finally:
+                self._transport.abort()
         await anyio.lowlevel.checkpoint()
 
 
@@ -325,8 +314,11 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._immediate = 0  # receives in a row that did not wait
 
     @property
-    def _raw_socket(self) -> socket.socket:
+    def _raw_socket(self) -> socket.socket:  # anyio's abstract property (see _internals)
         return self._sock
+
+    async def drain(self) -> None:
+        """Nothing to wait for: a `send` returns once the kernel has every byte."""
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:

@@ -1,208 +1,55 @@
-"""WebSocket transport: wsproto frames + h11 HTTP/1.1 upgrade over an anyio ByteStream.
+"""One WebSocket (RFC 6455) over an anyio byte stream, client or server side.
 
-Whole data frames are read and written by `_frames` directly; wsproto handles
-every other frame, and the closing handshake.
+Whole data frames are read and written by `frames` directly; wsproto handles
+every other frame, and the closing handshake.  The HTTP upgrade before it is
+`upgrade`'s; `connect` and `accept_upgrade` put the two together (and this
+module re-exports the rest of `upgrade` that the RPC layer uses).
 
 Knows nothing of OCPP.  Works the same on anyio's asyncio and trio backends.
-No extensions are negotiated (permessage-deflate offers are ignored).
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import ssl
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import cast
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
-import h11
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import generate_accept_token, generate_nonce
 
-from .._concurrency.latch import Signal
-from .._concurrency.slots import CallSlots
+from .._concurrency.latch import Latch
+from .._concurrency.lock import Lock
 from ..transport import WebSocketClosed as WebSocketClosed
 from .close_codes import check_close_code
 from .frames import Splitter, encode
-from .streams import AsyncioSocketStream, TrioSocketStream, connect_tcp, faster
+from .streams import AsyncioSocketStream, TrioSocketStream, adopt_socket_stream
+from .upgrade import STREAM_ERRORS as _STREAM_ERRORS
+from .upgrade import HandshakeAborted as HandshakeAborted
+from .upgrade import HandshakeError as HandshakeError
+from .upgrade import HandshakeRefused as HandshakeRefused
+from .upgrade import UpgradeRequest as UpgradeRequest
+from .upgrade import open_upgraded, send_accept
+from .upgrade import read_upgrade_request as read_upgrade_request
+from .upgrade import reject_upgrade as reject_upgrade
 
 _RECEIVE_SIZE = 65536
-_MAX_ERROR_BODY = 65536
-_FAIL_TIMEOUT = 2.0  # bound on sending a last Close and on a graceful TCP/TLS close
+# Bound on failing a connection (last Close, draining the peer) and on a graceful close.
+_FAIL_TIMEOUT = 2.0
+# A peer that takes no byte for `write_timeout` is sent this Close (it may read
+# again before the end); the WebSocket itself ends with 1006 "write timeout".
+_WRITE_TIMEOUT_CLOSE = 1008
+_WRITE_TIMED_OUT = (1006, "write timeout")
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _CLOSED = ConnectionState.CLOSED
-# Exceptions meaning "the transport is gone" (ssl.SSLError is an OSError).
-_STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 _Headers = Sequence[tuple[str, str]]
-
-
-class HandshakeError(Exception):
-    """Client side: the upgrade failed.
-
-    ``.status`` is the HTTP status when the server answered without upgrading (else
-    None), ``.body`` the start (at most 64 KiB) of its response body.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, body: bytes = b"") -> None:
-        super().__init__(message)
-        self.status, self.body = status, body
-
-
-class HandshakeRefused(Exception):
-    """Server side: the request was not a valid upgrade and was answered ``.status``.
-
-    The caller just closes the stream (it is not closed here).
-    """
-
-    def __init__(self, status: int, message: str = "") -> None:
-        super().__init__(status, message)
-        self.status, self.message = status, message
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.message}".rstrip()
-
-
-class HandshakeAborted(HandshakeRefused):
-    """Server side: the peer went away before a full request; nothing answered (status 400)."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpgradeRequest:
-    """A client's WebSocket upgrade request, as read by :func:`read_upgrade_request`."""
-
-    method: str
-    target: str  # raw request target, e.g. "/ocpp/CP%2F1?x=1"
-    path: str  # target before "?", still percent-encoded
-    query_string: str
-    headers: tuple[tuple[str, str], ...]  # (lower-cased name, value), in order
-    subprotocols: tuple[str, ...]
-    key: str
-    _trailing: bytes = field(default=b"", repr=False, compare=False)  # bytes read past it
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        """First value of header ``name`` (case-insensitive), else ``default``."""
-        name = name.lower()
-        return next((value for key, value in self.headers if key == name), default)
-
-
-def _tokens(headers: _Headers, name: str) -> list[str]:
-    """Comma-split, stripped, non-empty values of every header called ``name``."""
-    return [t.strip() for k, v in headers if k == name for t in v.split(",") if t.strip()]
-
-
-def _http_response(status: int, headers: _Headers, body: bytes | None = None) -> bytes:
-    """Serialize an HTTP/1.1 response head (+ Content-Length and body if given)."""
-    try:
-        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-    except ValueError:
-        lines = [f"HTTP/1.1 {status} Unknown"]
-    for name, value in headers:
-        if not name or any(c in name + value for c in "\r\n\0") or ":" in name:
-            raise ValueError(f"invalid HTTP header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}")
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-
-
-async def reject_upgrade(
-    stream: anyio.abc.ByteStream, status: int, body: str | bytes = b"", *, headers: _Headers = ()
-) -> None:
-    """Send a plain HTTP response (text/plain, ``Connection: close``) + ``headers``.
-
-    Does not close the stream; does not raise if the peer already went away.
-    """
-    payload = body.encode("utf-8") if isinstance(body, str) else body
-    head = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close"), *headers]
-    try:
-        await stream.send(_http_response(status, head, payload))
-    except _STREAM_ERRORS:
-        pass
-
-
-async def _refuse(
-    stream: anyio.abc.ByteStream, status: int, message: str, headers: _Headers = ()
-) -> HandshakeRefused:
-    await reject_upgrade(stream, status, message + "\n", headers=headers)
-    return HandshakeRefused(status, message)
-
-
-async def read_upgrade_request(
-    stream: anyio.abc.ByteStream, *, max_header_size: int = 16384
-) -> UpgradeRequest:
-    """Read and validate one HTTP/1.1 WebSocket upgrade request.
-
-    Invalid requests are answered here (404 if not an upgrade at all, 400 if a
-    malformed upgrade, 431 if the head exceeds ``max_header_size``) and
-    :exc:`HandshakeRefused` is raised; EOF or a transport error before a complete
-    request raises :exc:`HandshakeAborted` (nothing answered).  The stream is never
-    closed here.  Bytes read past the request are kept for :func:`accept_upgrade`.
-    Apply your own timeout around this call.
-    """
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
-    received = 0
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            if conn.trailing_data[1]:  # EOF
-                raise HandshakeAborted(400, "connection closed during the request") from None
-            raise await _refuse(stream, exc.error_status_hint, str(exc) or "bad request") from None
-        if isinstance(event, h11.Request):
-            break
-        if event is not h11.NEED_DATA:  # ConnectionClosed
-            raise HandshakeAborted(400, "connection closed before a request")
-        try:
-            data = await stream.receive(_RECEIVE_SIZE)
-        except anyio.EndOfStream:
-            data = b""
-        except _STREAM_ERRORS:
-            raise HandshakeAborted(400, "connection lost during the request") from None
-        received += len(data)
-        conn.receive_data(data)
-
-    # h11 only bounds an incomplete head; one that arrived whole is checked here.
-    if received - len(conn.trailing_data[0]) > max_header_size:
-        raise await _refuse(stream, 431, "request header fields too large")
-    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
-    upgrade = [t.lower() for t in _tokens(headers, "upgrade")]
-    connection = [t.lower() for t in _tokens(headers, "connection")]
-    if "websocket" not in upgrade or "upgrade" not in connection:
-        raise await _refuse(stream, 404, "not a WebSocket endpoint")
-    method = event.method.decode("ascii")
-    if method != "GET" or event.http_version != b"1.1":
-        raise await _refuse(stream, 400, "WebSocket upgrade requires GET and HTTP/1.1")
-    try:
-        end: object = conn.next_event()
-    except h11.RemoteProtocolError:
-        end = None
-    if not isinstance(end, h11.EndOfMessage):
-        raise await _refuse(stream, 400, "WebSocket upgrade request must not have a body")
-    if [v for k, v in headers if k == "sec-websocket-version"] != ["13"]:
-        version = [("Sec-WebSocket-Version", "13")]
-        raise await _refuse(stream, 400, "unsupported WebSocket version", version)
-    keys = [v.strip() for k, v in headers if k == "sec-websocket-key"]
-    try:
-        if len(keys) != 1 or len(base64.b64decode(keys[0], validate=True)) != 16:
-            raise ValueError
-    except ValueError:  # binascii.Error included
-        raise await _refuse(stream, 400, "missing or invalid Sec-WebSocket-Key") from None
-    target = event.target.decode("latin-1")
-    path, _, query = target.partition("?")
-    subprotocols = tuple(_tokens(headers, "sec-websocket-protocol"))
-    trailing = conn.trailing_data[0]
-    return UpgradeRequest(method, target, path, query, headers, subprotocols, keys[0], trailing)
 
 
 async def accept_upgrade(
@@ -218,26 +65,13 @@ async def accept_upgrade(
     ``subprotocol`` must be one the client offered (else ValueError).  Raises
     :exc:`WebSocketClosed` (1006) if the peer went away.
     """
-    if subprotocol is not None and subprotocol not in request.subprotocols:
-        raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
-    accept = generate_accept_token(request.key.encode("ascii")).decode("ascii")
-    headers = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", accept),
-    ]
-    if subprotocol is not None:
-        headers.append(("Sec-WebSocket-Protocol", subprotocol))
-    try:
-        await stream.send(_http_response(101, [*headers, *extra_headers]))
-    except _STREAM_ERRORS:
-        raise WebSocketClosed(1006, "") from None
+    await send_accept(stream, request, subprotocol=subprotocol, extra_headers=extra_headers)
     return WebSocket(
         stream,
         ConnectionType.SERVER,
         subprotocol=subprotocol,
         max_message_size=max_message_size,
-        trailing_data=request._trailing,
+        trailing_data=request.trailing,
     )
 
 
@@ -257,118 +91,20 @@ async def connect(
     handshake), TimeoutError after ``handshake_timeout`` seconds (TCP connect, TLS
     and HTTP exchange together) and ValueError for a bad URL or header.
     """
-    parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), parts.hostname
-    if scheme not in ("ws", "wss") or not host:
-        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-    default_port = 443 if scheme == "wss" else 80
-    port = parts.port or default_port
-    host_header = f"[{host}]" if ":" in host else host
-    if port != default_port:
-        host_header += f":{port}"
-    key = generate_nonce().decode("ascii")
-    request_headers = [
-        ("Host", host_header),
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Key", key),
-        ("Sec-WebSocket-Version", "13"),
-    ]
-    if subprotocols:
-        request_headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
-    conn = h11.Connection(h11.CLIENT)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        request = h11.Request(method="GET", target=target, headers=[*request_headers, *headers])
-        data = conn.send(request) + conn.send(h11.EndOfMessage())
-    except h11.LocalProtocolError as exc:
-        raise ValueError(f"invalid upgrade request: {exc}") from None
-
-    with anyio.fail_after(handshake_timeout):
-        if scheme == "wss":
-            context = ssl_context or ssl.create_default_context()
-            try:
-                stream = await connect_tcp(host, port, ssl_context=context)
-            except anyio.BrokenResourceError as exc:  # EOF during the TLS handshake
-                raise ConnectionError("connection lost during the TLS handshake") from exc
-        else:
-            stream = await connect_tcp(host, port)
-        try:
-            await stream.send(data)
-            response = await _read_response(stream, conn)
-            subprotocol = _check_response(response, key, subprotocols)
-        except BaseException:
-            await anyio.aclose_forcefully(stream)
-            raise
-    return WebSocket(
-        stream,
-        ConnectionType.CLIENT,
-        subprotocol=subprotocol,
-        max_message_size=max_message_size,
-        trailing_data=conn.trailing_data[0],
+    upgraded = await open_upgraded(
+        url,
+        subprotocols=subprotocols,
+        headers=headers,
+        ssl_context=ssl_context,
+        handshake_timeout=handshake_timeout,
     )
-
-
-async def _read_response(
-    stream: anyio.abc.ByteStream, conn: h11.Connection
-) -> h11.InformationalResponse:
-    """Read the server's answer up to its 101; raise HandshakeError for anything else."""
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                await _feed(stream, conn)
-            elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                return event
-            elif isinstance(event, h11.Response):
-                body = bytearray()
-                try:  # best effort, bounded
-                    while len(body) < _MAX_ERROR_BODY:
-                        data = conn.next_event()
-                        if data is h11.NEED_DATA:
-                            await _feed(stream, conn)
-                        elif isinstance(data, h11.Data):
-                            body += data.data
-                        else:
-                            break
-                except (h11.RemoteProtocolError, *_STREAM_ERRORS):
-                    pass
-                raise HandshakeError(
-                    f"server answered HTTP {event.status_code} instead of upgrading",
-                    status=event.status_code,
-                    body=bytes(body[:_MAX_ERROR_BODY]),
-                )
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("connection closed during the WebSocket handshake")
-    except h11.RemoteProtocolError as exc:
-        if conn.trailing_data[1]:  # EOF in the middle of the response
-            raise ConnectionError("connection closed during the WebSocket handshake") from None
-        raise HandshakeError(f"invalid HTTP response: {exc}") from None
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-        raise ConnectionError("connection lost during the WebSocket handshake") from exc
-
-
-async def _feed(stream: anyio.abc.ByteStream, conn: h11.Connection) -> None:
-    try:
-        conn.receive_data(await stream.receive(_RECEIVE_SIZE))
-    except anyio.EndOfStream:
-        conn.receive_data(b"")
-
-
-def _check_response(
-    response: h11.InformationalResponse, key: str, offered: Sequence[str]
-) -> str | None:
-    """Validate a 101 response; return the agreed subprotocol."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
-    if "websocket" not in [t.lower() for t in _tokens(headers, "upgrade")]:
-        raise HandshakeError("101 response without 'Upgrade: websocket'")
-    accept = generate_accept_token(key.encode("ascii")).decode("ascii")
-    if [v for k, v in headers if k == "sec-websocket-accept"] != [accept]:
-        raise HandshakeError("101 response with a missing or wrong Sec-WebSocket-Accept")
-    protocols = _tokens(headers, "sec-websocket-protocol")
-    if len(protocols) > 1 or (protocols and protocols[0] not in offered):
-        raise HandshakeError(f"server selected a subprotocol we did not offer: {protocols}")
-    return protocols[0] if protocols else None
+    return WebSocket(
+        upgraded.stream,
+        ConnectionType.CLIENT,
+        subprotocol=upgraded.subprotocol,
+        max_message_size=max_message_size,
+        trailing_data=upgraded.trailing,
+    )
 
 
 class WebSocket:
@@ -382,8 +118,18 @@ class WebSocket:
     first, they are what we sent, unless the peer's answering Close carries a code
     of its own (not 1005); this holds even if the peer never answers.  1006 means
     the transport dropped without any Close (or ours could not be sent); 1009,
-    1007 and 1002 mean we failed the connection (too big, bad UTF-8, protocol).
+    1007 and 1002 mean we failed the connection (too big, bad UTF-8, protocol),
+    1006 "write timeout" that the peer took no byte for `write_timeout`.
+
+    Failing a connection (`_fail`) sends our Close, then reads and drops what the
+    peer still sends until its Close or EOF before the socket is closed: a TCP
+    socket closed with received bytes unread resets the connection, and a peer
+    that gets the reset drops what it has not read yet, our Close with it.
     """
+
+    #: Seconds failing the connection may take (our last Close, then the peer's
+    #: bytes until its Close), after which the stream is closed regardless.
+    fail_timeout: float = _FAIL_TIMEOUT
 
     def __init__(
         self,
@@ -394,7 +140,7 @@ class WebSocket:
         max_message_size: int = 2**24,
         trailing_data: bytes = b"",
     ) -> None:
-        self.stream = faster(stream)
+        self.stream = adopt_socket_stream(stream)
         # Our own TCP stream (under TLS too), which bounds a send that waits.
         inner = self.stream.transport_stream if isinstance(self.stream, TLSStream) else self.stream
         self._bounded: AsyncioSocketStream | TrioSocketStream | None = (
@@ -412,15 +158,17 @@ class WebSocket:
         self._max_message_size = max_message_size
         self._parts: list[str | bytes] = []
         self._message_size = 0
-        self._write_lock = CallSlots(1)  # a lock; its waiter queue is made on first use
+        self._write_lock = Lock()
         self._pings: dict[bytes, anyio.Event] = {}
         self._close_sent: tuple[int, str] | None = None
         self._close_hint: tuple[int, str] | None = None  # peer's Close, or our failure code
         self._receiving = False
-        self._draining = False  # close() itself is reading
+        self._draining = False  # close() or _fail() itself is reading
         self._idle: anyio.Event | None = None  # set when the current receive() exits
+        self._failing = False  # _fail() has begun: no more writes, reads only drain
+        self._drained: Latch | None = None  # made by _fail(): the peer's Close or EOF came
         self._stream_closing = False
-        self._closed = Signal()  # set once the stream is closed
+        self._closed = Latch()  # set once the stream is closed
 
     def __repr__(self) -> str:
         side = "client" if self._conn.client else "server"
@@ -434,7 +182,7 @@ class WebSocket:
         handshake.  Raises :exc:`WebSocketClosed` once the WebSocket is closed.
         """
         if self._receiving:
-            if self._draining:  # close() is reading: wait for its end
+            if self._draining:  # close() or _fail() is reading: wait for the end
                 await self._closed.wait()
                 raise self._closed_error()
             raise RuntimeError("another task is already in WebSocket.receive()")
@@ -449,6 +197,10 @@ class WebSocket:
 
     async def _receive(self) -> str | bytes:
         while self.close_code is None:
+            if self._failing:  # another task fails the connection; the reading is this task's
+                await self._drain()
+                await self._closed.wait()
+                break
             for event in self._events:
                 if type(event) is str or type(event) is bytes:  # a whole frame
                     return event
@@ -459,7 +211,7 @@ class WebSocket:
                     else:
                         size = self._message_size + len(data)
                     if size > self._max_message_size:
-                        await self._fail(1009, "message too big")
+                        await self._fail(1009, "message too big", reading=True)
                         raise self._closed_error()
                     if not event.message_finished:
                         self._message_size = size
@@ -475,19 +227,24 @@ class WebSocket:
                         return "".join(cast("list[str]", parts))
                     return b"".join(cast("list[bytes]", parts))
                 elif isinstance(event, Ping):
-                    if not await self._send_control(event.response()) and self.close_code:
-                        raise self._closed_error()
+                    await self._send_control(event.response(), reading=True)
+                    if self.close_code is not None or self._failing:
+                        break
                 elif isinstance(event, Pong):
                     self._resolve_pings(event.payload)
                 elif isinstance(event, CloseConnection):
                     await self._on_close(event.code, event.reason or "")
                     raise self._closed_error()
-            try:
-                data = await self.stream.receive(_RECEIVE_SIZE)
-            except _STREAM_ERRORS:
-                await self._finish(*self._end_state())
-                break
-            self._events = iter(self._splitter.feed(data))
+            else:
+                try:
+                    data = await self.stream.receive(_RECEIVE_SIZE)
+                except _STREAM_ERRORS:
+                    await self._finish(*self._end_state())
+                    break
+                if self._failing:
+                    self._splitter.discard(data)
+                else:
+                    self._events = iter(self._splitter.feed(data))
         raise self._closed_error()
 
     async def _on_close(self, code: int, reason: str) -> None:
@@ -495,14 +252,14 @@ class WebSocket:
         if state is _REMOTE_CLOSING:  # the peer starts the closing handshake: echo it
             self._close_hint = (code, reason)
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _FAIL_TIMEOUT):
-                await self._send_control(CloseConnection(code=code, reason=reason))
+                await self._send_control(CloseConnection(code=code, reason=reason), reading=True)
                 await self._finish(code, reason)
         elif state is _CLOSED:  # the peer answers our Close
             if code == CloseReason.NO_STATUS_RCVD and self._close_sent is not None:
                 code, reason = self._close_sent
             await self._finish(code, reason)
         else:  # wsproto turned a protocol violation (1002, 1007) into this event
-            await self._fail(code, reason)
+            await self._fail(code, reason, reading=True)
 
     def _resolve_pings(self, payload: bytes) -> None:
         """A Pong resolves the matching ping and every earlier one."""
@@ -516,30 +273,29 @@ class WebSocket:
     @property
     def write_timeout(self) -> float | None:
         """Seconds one write may wait for the peer to take bytes (None: no bound);
-        on expiry the connection is dropped: 1006 "write timeout"."""
+        on expiry the connection fails (see `_fail_write_timeout`) and ends with
+        1006 "write timeout"."""
         return self._write_timeout
 
     @write_timeout.setter
     def write_timeout(self, timeout: float | None) -> None:
         self._write_timeout = timeout
-        if self._bounded is not None:
+        if self._bounded is not None and not self._failing:
             self._bounded.send_timeout = timeout
 
     async def _write(self, data: bytes) -> None:
-        """`stream.send` within `write_timeout` (call it holding the write lock).
+        """`stream.send` within `write_timeout`, else TimeoutError (call it
+        holding the write lock; catch TimeoutError before the OSErrors).
 
         Our own TCP streams bound only a send that has to wait, so a write that
-        completes at once costs no cancel scope.
+        completes at once costs no cancel scope.  Once failing, `_fail`'s
+        deadline bounds the writes instead.
         """
-        try:
-            if self._bounded is not None or self._write_timeout is None:
+        if self._bounded is not None or self._write_timeout is None or self._failing:
+            await self.stream.send(data)
+        else:
+            with anyio.fail_after(self._write_timeout):
                 await self.stream.send(data)
-            else:
-                with anyio.fail_after(self._write_timeout):
-                    await self.stream.send(data)
-        except TimeoutError:  # before _STREAM_ERRORS: it is an OSError too
-            await self._finish(1006, "write timeout", force=True)
-            raise self._closed_error() from None
 
     async def send(self, message: str | bytes) -> None:
         """Send one text (str) or binary (bytes) message."""
@@ -548,38 +304,64 @@ class WebSocket:
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
         """Send several messages, in order, in one write to the stream."""
         async with self._write_lock:
-            if self._conn.state is not _OPEN:
+            if self._conn.state is not _OPEN or self._failing:
                 raise self._closed_error()
             data = encode(messages, mask=self._conn.client)
             try:
                 await self._write(data)
+                return
+            except TimeoutError:
+                pass
             except _STREAM_ERRORS:
                 await self._finish(*self._end_state())
                 raise self._closed_error() from None
+        await self._fail_write_timeout()
+        raise self._closed_error()
 
-    async def _send_control(self, event: Event) -> bool:
+    async def _send_control(self, event: Event, *, reading: bool = False) -> bool:
         """Send a Ping/Pong/Close if the state still allows it (else return False).
 
-        A broken transport (or one that took nothing for `write_timeout`) closes
-        the WebSocket; that is reported by the caller's next operation, not
-        raised here.
+        A broken transport closes the WebSocket, a write that times out fails it
+        (`reading`: the caller is the task in `receive`); either is reported by
+        the caller's next operation, not raised here.
         """
         async with self._write_lock:
             state = self._conn.state
             is_close = isinstance(event, CloseConnection)
             if state is not _OPEN and not (is_close and state is _REMOTE_CLOSING):
                 return False
+            if self._failing and not is_close:
+                return False
             data = self._conn.send(event)
             if isinstance(event, CloseConnection):
                 self._close_sent = (event.code, event.reason or "")
             try:
                 await self._write(data)
-            except (WebSocketClosed, *_STREAM_ERRORS):
+                return True
+            except TimeoutError:  # the frame may go out yet: a Close counts as sent
+                pass
+            except _STREAM_ERRORS:
                 if is_close:
                     self._close_sent = None
                 await self._finish(*self._end_state())
                 return False
-            return True
+        await self._fail_write_timeout(reading=reading)
+        return False
+
+    async def _fail_write_timeout(self, *, reading: bool = False) -> None:
+        """A write timed out.  Our own streams end a write at a frame boundary
+        (asyncio's transport took the frame whole; trio's stream refuses any
+        byte after a frame cut short), so a Close may follow; on any other
+        stream the frame may be cut anywhere, and nothing may follow.  A peer
+        that took nothing for `write_timeout` gets no longer than that again."""
+        await self._fail(
+            _WRITE_TIMEOUT_CLOSE,
+            "write timeout",
+            ended=_WRITE_TIMED_OUT,
+            reading=reading,
+            send_close=self._bounded is not None,
+            timeout=min(self.fail_timeout, self._write_timeout or self.fail_timeout),
+        )
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a Ping and wait for its Pong (a :meth:`receive` loop must be running).
@@ -613,10 +395,12 @@ class WebSocket:
         The reason is truncated to fit the frame.
         """
         check_close_code(code)
-        if self.close_code is None:
+        if self.close_code is None and not self._failing:
             with anyio.move_on_after(timeout):
                 await self._send_control(CloseConnection(code=code, reason=reason))
                 while self.close_code is None:
+                    if self._failing:  # _fail() ends it, within its own bound
+                        break
                     if self._receiving:
                         if self._idle is None:
                             self._idle = anyio.Event()
@@ -629,7 +413,7 @@ class WebSocket:
                         pass
                     finally:
                         self._draining = False
-            if self.close_code is None:  # the peer did not answer in time
+            if self.close_code is None and not self._failing:  # the peer did not answer
                 await self._finish(*self._end_state(), force=True)
         await self._closed.wait()
 
@@ -638,15 +422,74 @@ class WebSocket:
         await self._finish(1006, "", force=True)
         await self._closed.wait()
 
-    async def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection: send Close(code) if still possible, then drop TCP."""
-        self._close_hint = (code, reason)
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _FAIL_TIMEOUT):
-            if await self._send_control(CloseConnection(code=code, reason=reason)) and (
-                isinstance(self._bounded, AsyncioSocketStream)
-            ):
-                await self._bounded.drain()  # it may wait in the transport's buffer yet
-        await self._finish(code, reason, force=True)
+    async def _fail(
+        self,
+        code: int,
+        reason: str,
+        *,
+        ended: tuple[int, str] | None = None,
+        reading: bool = False,
+        send_close: bool = True,
+        timeout: float | None = None,
+    ) -> None:
+        """Fail the WebSocket connection (RFC 6455 7.1.7), the one way for every
+        failure: send Close(code, reason) if the stream still takes one, write
+        nothing more, read and drop what the peer sends until its Close has come
+        or the stream ends, let our last bytes out, close the stream.  The
+        WebSocket ends with `ended` (default: code, reason).
+
+        `reading`: the caller is the task in `receive`; otherwise that task, if
+        there is one, does the reading.  Without `send_close` it only ends the
+        stream.  Shielded, and bounded by `timeout` (default `fail_timeout`).
+        """
+        if self.close_code is not None or (self._failing and not reading):
+            return  # ended, or being ended by the first caller
+        first = not self._failing
+        if first:
+            self._failing = True
+            self._drained = Latch()
+            self._close_hint = ended or (code, reason)
+            if self._bounded is not None:
+                self._bounded.send_timeout = None  # the deadline below bounds the writes
+        bound = self.fail_timeout if timeout is None else timeout
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + bound):
+            if first and send_close:
+                await self._send_control(CloseConnection(code=code, reason=reason))
+            if self._close_sent is not None:
+                if reading:
+                    await self._drain()
+                elif self._receiving and self._drained is not None:
+                    await self._drained.wait()  # the task in receive() reads
+                else:
+                    await self._drain_as_receiver()
+                if self._bounded is not None:
+                    await self._bounded.drain()
+        await self._finish(*self._end_state(), force=True)
+
+    async def _drain(self) -> None:
+        """Read and drop what the peer sends until its Close has come or the stream ends."""
+        self._events = iter(())
+        try:
+            while not self._splitter.close_received:
+                try:
+                    data = await self.stream.receive(_RECEIVE_SIZE)
+                except _STREAM_ERRORS:
+                    return
+                self._splitter.discard(data)
+        finally:
+            if self._drained is not None:
+                self._drained.set()
+
+    async def _drain_as_receiver(self) -> None:
+        """`_drain` with no task in `receive`: one that comes meanwhile waits for the end."""
+        self._receiving = self._draining = True
+        try:
+            await self._drain()
+        finally:
+            self._receiving = self._draining = False
+            if self._idle is not None:
+                self._idle.set()
+                self._idle = None
 
     async def _finish(self, code: int, reason: str, *, force: bool = False) -> None:
         """Record the final close code (first one wins), close the stream, wake waiters.
@@ -671,7 +514,10 @@ class WebSocket:
                             return
                         except Exception:
                             pass
-                await anyio.aclose_forcefully(self.stream)
+                try:
+                    await anyio.aclose_forcefully(self.stream)
+                except Exception:  # what is dropped has nothing left to report (a TLS
+                    pass  # stream cut in its handshake raises here before anyio 4.16)
         finally:
             self._closed.set()
 

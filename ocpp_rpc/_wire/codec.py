@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any, Final
 
 try:  # an optional accelerator (the `fast` extra); typed Any, stubs or not
@@ -273,9 +274,25 @@ def encode_call_error(
         return _encode(frame)
 
 
-def encode_error(message_id: str, error: RPCError, dialect: Dialect) -> str:
-    """A CALLERROR frame for an `RPCError`."""
-    return encode_call_error(message_id, error.code, error.message, error.details, dialect)
+def encode_error(
+    message_id: str,
+    error: RPCError,
+    dialect: Dialect,
+    details: Any = None,
+    *,
+    result_error: bool = False,
+) -> str:
+    """A CALLERROR (or CALLRESULTERROR) frame for an `RPCError`: its `details`
+    unless others are given, and its message, or when it has none its class's
+    standard `description` (a CALLERROR always says what went wrong)."""
+    return encode_call_error(
+        message_id,
+        error.code,
+        error.message or error.description,
+        error.details if details is None else details,
+        dialect,
+        result_error=result_error,
+    )
 
 
 # -- decoding -------------------------------------------------------------------
@@ -285,23 +302,75 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: The deepest a frame may nest arrays and objects, its own array counting as 1.
+#: A deeper frame is not decoded: it is answered as one that is not JSON
+#: (`RpcFrameworkError`, id "-1") on every Python, with or without orjson.
+#: Without this rule the limit would be the interpreter's, which differs per
+#: version (on 3.10/3.11 it even depends on the caller's stack). 900 is what
+#: 3.11 allowed on a live connection less room for a deeper caller, so that up
+#: to it every decoder decodes and Python code can still walk the payload
+#: (encode it back, repr it) within the default recursion limit.
+MAX_DEPTH: Final = 900
+# Valid JSON nested deeper than MAX_DEPTH has more than twice as many
+# characters; shorter text is left to the parser, which refuses invalid text
+# whatever its depth.
+_SCAN_FROM: Final = 2 * MAX_DEPTH
+_ONE_BRACKET: Final = bytes.maketrans(b"{}", b"[]")  # for depth, [ and { are alike
+_NOT_STRUCTURE: Final = bytes(set(range(256)) - set(b'"[]{}\\'))
+_STEPS: Final = bytes.maketrans(b"[]", b"\x01\xff")  # as signed bytes: +1, -1
+
+
+def _too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether `text` nests arrays and objects deeper than `limit`; brackets
+    inside strings do not count. Byte-level passes in C, so that a long frame
+    with few brackets costs one translation of its bytes. (For valid JSON;
+    invalid text may get either answer: the parser refuses it anyway.)"""
+    data = text.encode("utf-8", "surrogatepass")
+    kept = data.translate(_ONE_BRACKET, _NOT_STRUCTURE)  # quotes, brackets, backslashes
+    if len(kept) - kept.count(b'"') <= limit:
+        return False  # not even that many brackets, those in strings included
+    if b"\\" in kept:
+        # An escaped backslash, then an escaped quote, delimits nothing; any
+        # other escape goes with the letters.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+        kept = data.translate(_ONE_BRACKET, _NOT_STRUCTURE).replace(b"\\", b"")
+    # Quotes now alternate, opening and closing strings: a string that holds
+    # no bracket leaves two adjacent ones.
+    outside = kept.replace(b'""', b"")
+    if b'"' in outside:  # some string holds a bracket: keep what lies between strings
+        outside = b"".join(kept.split(b'"')[::2])
+    return _deeper(outside, limit)
+
+
+def _deeper(brackets: bytes, limit: int) -> bool:
+    """Whether a balanced sequence of ``[`` and ``]`` nests deeper than `limit`."""
+    # A pass removes the innermost pairs, one level off every branch, in C: the
+    # shallow bulk of a payload goes in a few. Once a pass removes less than a
+    # quarter, a running sum over what is left counts the rest (a linear bound
+    # for hostile input).
+    passes = 0
+    while brackets:
+        shorter = brackets.replace(b"[]", b"")
+        passes += 1
+        if len(shorter) * 4 > len(brackets) * 3:
+            steps = memoryview(shorter.translate(_STEPS)).cast("b")  # +1 / -1
+            return passes + max(accumulate(steps), default=0) > limit
+        brackets = shorter
+    return passes > limit
+
+
 _decode_std: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
 _DIGITS: Final = bytes.maketrans(b"0123456789", b"0000000000")
 _LONG_NUMBER: Final = b"0" * 19  # the shortest integer that may not fit 64 bits
-_DEEP: Final = 1800  # 900 brackets: the standard library's depth decides from there
 
 
 def _decode_orjson(text: str) -> Any:
     """`_decode_std` through orjson (2-5x faster). Text it refuses goes to
     `_decode_std` (which accepts, e.g., lone surrogates and 1e400, or raises its
     own error), and so does text with 19 digits in a row (orjson reads integers
-    over 64 bits as floats) or with 900 brackets or more: orjson nests 1,024
-    deep, deeper than Python code can then handle, the standard library stops
-    at its recursion limit."""
-    if (
-        text.encode("utf-8", "surrogatepass").translate(_DIGITS).find(_LONG_NUMBER) < 0
-        and (len(text) < _DEEP or text.count("[") + text.count("{") < _DEEP // 2)
-    ):
+    over 64 bits as floats). Nesting is no concern here: `decode` has refused
+    text deeper than `MAX_DEPTH`, well within orjson's 1,024."""
+    if text.encode("utf-8", "surrogatepass").translate(_DIGITS).find(_LONG_NUMBER) < 0:
         try:
             return _loads(text)
         except ValueError:  # orjson.JSONDecodeError
@@ -331,8 +400,14 @@ def decode(text: str | bytes, dialect: Dialect) -> Frame | BadFrame | None:
     if not text:
         return None
     try:
-        message = _decode(text if isinstance(text, str) else text.decode("utf-8"))
+        if not isinstance(text, str):
+            text = text.decode("utf-8")
+        if len(text) > _SCAN_FROM and _too_deep(text):
+            raise ValueError(f"nested deeper than {MAX_DEPTH}")
+        message = _decode(text)
     except (ValueError, RecursionError):
+        # RecursionError: on 3.10/3.11 the standard library's parser shares the
+        # interpreter's recursion limit with the caller's stack.
         return _bad(RPCFrameworkError("Message must be a JSON structure"), "-1", dialect)
     if type(message) is not list:
         return _bad(RPCFrameworkError("Message must be an array"), "-1", dialect)

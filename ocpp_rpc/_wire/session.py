@@ -1,8 +1,11 @@
-"""[pure] The sans-IO RPC session: message ids, the pending-call table, inbound
-calls in progress, the bad-message count, and every row of API.md's wire table.
+"""[pure] The sans-IO RPC exchange of one connection: message ids, the
+pending-call table, inbound calls in progress, the bad-message count, every row
+of API.md's wire table, and the answers it prescribes (strict mode included).
 
-The I/O layer feeds each inbound WebSocket message to `Session.receive` and acts
-on the returned value; it never inspects frames itself.
+The I/O layer feeds each inbound WebSocket message to `Exchange.receive` and
+acts on the returned value; it never inspects frames itself, and asks the
+exchange which answer a failure gets. (`Exchange`, not "session": a
+`ServerClient.session` is the auth hook's value.)
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import traceback
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..errors import RPCError, RPCFrameworkError, RPCGenericError
+from ..errors import (
+    RPCError,
+    RPCFrameworkError,
+    RPCGenericError,
+    RPCInternalError,
+    RPCNotImplementedError,
+)
 from .codec import (
     BadFrame,
     CallErrorFrame,
@@ -23,7 +33,7 @@ from .codec import (
     SendFrame,
     decode,
     dialect_for,
-    encode_call_error,
+    encode_call_result,
     encode_error,
 )
 
@@ -72,11 +82,12 @@ class Bad(Generic[P]):
 Received = Dispatch | Answer[P] | Refuse | Bad[P] | None
 
 
-class Session(Generic[P]):
+class Exchange(Generic[P]):
     """The RPC state of one WebSocket connection (no I/O).
 
     `P` is whatever the I/O layer keeps per outbound call awaiting an answer;
-    the session hands it back with the answer.
+    the exchange hands it back with the answer. `detailed_errors`
+    (``respond_with_detailed_errors``) may change while the connection runs.
     """
 
     def __init__(
@@ -85,8 +96,10 @@ class Session(Generic[P]):
         *,
         max_bad_messages: float = math.inf,
         max_inbound_calls: float = math.inf,
+        detailed_errors: bool = False,
     ) -> None:
         self.dialect: Dialect = dialect_for(protocol)
+        self.detailed_errors = detailed_errors
         self.max_bad_messages = max_bad_messages
         self.bad_message_count = 0
         self.pending: dict[str, P] = {}
@@ -122,11 +135,59 @@ class Session(Generic[P]):
         """Inbound CALLs and SENDs being handled."""
         return len(self.handling) + self.sends_handling
 
+    # -- answers ---------------------------------------------------------------
+
+    def result_reply(self, message_id: str, result: Any) -> str:
+        """The CALLRESULT for a handler's result; RPCInternalError if JSON cannot hold it."""
+        try:
+            return encode_call_result(message_id, result)
+        except (TypeError, ValueError) as exc:
+            raise RPCInternalError(f"the handler's result is not JSON: {exc}") from exc
+
     def error_reply(self, message_id: str, error: RPCError, details: Any = None) -> str:
-        """The CALLERROR for an inbound call, spelled for this dialect."""
-        if details is None:
-            return encode_error(message_id, error, self.dialect)
-        return encode_call_error(message_id, error.code, error.message, details, self.dialect)
+        """The CALLERROR for an inbound call, spelled for this dialect (with
+        `details` instead of the error's own when given)."""
+        return encode_error(message_id, error, self.dialect, details)
+
+    @staticmethod
+    def unhandled(method: str) -> RPCError:
+        """The error answering a call that no handler takes."""
+        return RPCNotImplementedError(f"Unable to handle '{method}' calls")
+
+    def failure(self, exc: Exception) -> tuple[RPCError, Any]:
+        """The error and details answering a call whose handler raised `exc`.
+
+        An `RPCError` answers as it is. Anything else is an `InternalError`
+        with the generic description: the exception's text and stack may hold
+        secrets, so they go out only with `detailed_errors`.
+        """
+        if isinstance(exc, RPCError):
+            return exc, exc.details
+        if not self.detailed_errors:
+            return RPCInternalError(), None
+        details = {
+            "name": type(exc).__name__,
+            "message": str(exc),
+            "stack": "".join(traceback.format_exception(exc)),
+        }
+        return RPCInternalError(str(exc) or type(exc).__name__), details
+
+    @staticmethod
+    def invalid_own_result(error: RPCError) -> RPCError:
+        """Strict mode: the error answering a call whose handler returned a
+        result that fails validation (`error`): a generic `InternalError`, since
+        the peer did nothing wrong."""
+        return RPCInternalError()
+
+    def invalid_result_reply(self, message_id: str, error: RPCError) -> str | None:
+        """Strict mode: what to send for the peer's CALLRESULT that fails
+        validation with `error` (the local call fails with `error` anyway): on
+        OCPP 2.1 a CALLRESULTERROR tells the peer; before 2.1 nothing can."""
+        if not self.dialect.rpc21:
+            return None
+        return encode_error(message_id, error, self.dialect, result_error=True)
+
+    # -- receiving -------------------------------------------------------------
 
     def receive(self, text: str | bytes) -> Received[P]:
         """Classify one inbound message (see the wire table in API.md)."""

@@ -29,10 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import fastjsonschema
-from fastjsonschema.draft04 import CodeGeneratorDraft04
-from fastjsonschema.draft06 import CodeGeneratorDraft06
-from fastjsonschema.draft07 import CodeGeneratorDraft07
-from fastjsonschema.ref_resolver import RefResolver
 
 try:  # an optional accelerator (the `fast` extra); typed Any, stubs or not
     jsonschema_rs: Any = importlib.import_module("jsonschema_rs")
@@ -47,6 +43,7 @@ from ..errors import (
     RPCPropertyConstraintViolationError,
     RPCTypeConstraintViolationError,
 )
+from ._internals import compile_schema, format_patterns
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -208,7 +205,7 @@ def _unexpected(exc: Exception) -> RPCError:
     )
 
 
-# -- compilation: fastjsonschema, with a multipleOf that tolerates float error ----------
+# -- compilation: fastjsonschema (see _internals), with a multipleOf that tolerates float error
 
 
 def _is_multiple(value: object, step: float | Decimal) -> bool:
@@ -233,163 +230,10 @@ def _decimal(number: float | Decimal) -> Decimal:
     return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 
-def _generate_multiple_of(generator: Any) -> None:
-    step = generator._definition["multipleOf"]
-    if not isinstance(step, (int, float, Decimal)) or isinstance(step, bool) or step <= 0:
-        raise fastjsonschema.JsonSchemaDefinitionException("multipleOf must be a number > 0")
-    with generator.l("if not _is_multiple({variable}, {step}):", step=repr(step)):
-        generator.exc("{name} must be multiple of {multipleOf}", rule="multipleOf")
-
-
-_Generate = Callable[[Any], None]  # a fastjsonschema generate_<keyword> method
-
-# fastjsonschema's object keywords build sets on every call (``set(required) -
-# data.keys()``, ``set(data.keys())`` minus each known property); for the closed
-# objects of the OCA schemas (no patternProperties, additionalProperties false or
-# absent) these generate the same checks without allocating on success. Failures
-# fall through to fastjsonschema's own code, so errors are unchanged.
-
-
-def _plain_object(generator: Any) -> bool:
-    """Whether the current definition is an object whose keys `properties` alone
-    decides: no patternProperties, additionalProperties absent, true, {} or false."""
-    definition = generator._definition
-    extra = definition.get("additionalProperties", True)
-    return (
-        not generator._use_default
-        and "patternProperties" not in definition
-        and (extra is True or extra is False or extra == {})
-        and isinstance(definition.get("properties", {}), dict)
-    )
-
-
-def _never_object(definition: Mapping[str, Any]) -> bool:
-    """Whether `type` rules out an object before object keywords are checked."""
-    kind = definition.get("type")
-    kinds = [kind] if isinstance(kind, str) else kind
-    return isinstance(kinds, list) and bool(kinds) and "object" not in kinds
-
-
-def _generate_required(generator: Any, base: _Generate) -> None:
-    required = generator._definition["required"]
-    if not (
-        isinstance(required, (list, tuple))
-        and required
-        and all(isinstance(key, str) for key in required)
-    ):
-        base(generator)  # fastjsonschema's checks of the definition and its code
-        return
-    generator.create_variable_is_dict()
-    present = " and ".join(f"{key!r} in {generator._variable}" for key in required)
-    with generator.l("if {variable}_is_dict and not ({}):", present):
-        base(generator)  # only reached when a key is missing: computes the error
-
-
-def _generate_properties(generator: Any, base: _Generate) -> None:
-    properties = generator._definition["properties"]
-    if not _plain_object(generator) or not all(
-        isinstance(key, str) and isinstance(definition, (dict, bool))
-        for key, definition in properties.items()
-    ):
-        base(generator)  # fastjsonschema's code, or its definition error
-        return
-    if not properties:
-        return  # nothing to check (an empty block would not compile)
-    generator.create_variable_is_dict()
-    with generator.l("if {variable}_is_dict:"):
-        for key, definition in properties.items():
-            key_name = re.sub(r"($[^a-zA-Z]|[^a-zA-Z0-9])", "", key)
-            with generator.l("if {} in {variable}:", repr(key)):
-                generator.l("{variable}__{} = {variable}[{}]", key_name, repr(key))
-                generator.generate_func_code_block(
-                    definition,
-                    f"{generator._variable}__{key_name}",
-                    "{}.{}".format(
-                        generator._variable_name,
-                        generator.e(key).replace("{", "{{").replace("}", "}}"),
-                    ),
-                    clear_variables=True,
-                )
-
-
-def _generate_additional_properties(generator: Any, base: _Generate) -> None:
-    if not _plain_object(generator):
-        base(generator)
-        return
-    if generator._definition["additionalProperties"] is not False:
-        return  # any other key is allowed: nothing to check
-    if _never_object(generator._definition):
-        return  # e.g. the 1.6 schemas' string enums: the type check already ran
-    known = frozenset(generator._definition.get("properties", {}))
-    generator.create_variable_is_dict()
-    with generator.l("if {variable}_is_dict:"):
-        # `not in {...}` compiles to a frozenset constant: no set built per call
-        # (and for the few keys of an OCPP object, a loop beats keys() <= set).
-        variable = generator._variable
-        extra = f"{variable}_key not in {set(known)!r}" if known else "True"
-        with generator.l("for {variable}_key in {variable}:"):
-            with generator.l("if {}:", extra):
-                generator.l("{variable}_keys = set({variable}.keys()) - {}", repr(known))
-                generator.exc(
-                    '{name} must not contain "+str({variable}_keys)+" properties',
-                    rule="additionalProperties",
-                )
-
-
-def _generate_enum(generator: Any, base: _Generate) -> None:
-    enum = generator._definition["enum"]
-    if not (isinstance(enum, (list, tuple)) and enum and all(type(v) is str for v in enum)):
-        base(generator)
-        return
-    # One set lookup (a frozenset constant) instead of fastjsonschema's chain of
-    # `isinstance(x, str) and x == ...` per value: OCPP enums have up to ~80.
-    with generator.l("if not (isinstance({variable}, str) and {variable} in {}):", set(enum)):
-        generator.exc("{name} must be one of {}", generator.e(enum), rule="enum")
-
-
-def _override(name: str, generate: Callable[[Any, _Generate], None], base: type[Any]) -> _Generate:
-    """A generate_<keyword> method: `generate` given the generator and `base`'s own."""
-    inherited: _Generate = getattr(base, name)
-    return lambda generator: generate(generator, inherited)
-
-
-@cache
-def _generator_class(base: type[Any]) -> type[Any]:
-    """`base` (a fastjsonschema code generator) with our multipleOf and
-    allocation-free object keywords."""
-    state = base.global_state.fget
-    return type(
-        f"_Tolerant{base.__name__}",
-        (base,),
-        {
-            "generate_multiple_of": _generate_multiple_of,
-            "generate_enum": _override("generate_enum", _generate_enum, base),
-            "generate_required": _override("generate_required", _generate_required, base),
-            "generate_properties": _override("generate_properties", _generate_properties, base),
-            "generate_additional_properties": _override(
-                "generate_additional_properties", _generate_additional_properties, base
-            ),
-            "global_state": property(lambda gen: {**state(gen), "_is_multiple": _is_multiple}),
-        },
-    )
-
-
-_DRAFTS: Final = (("draft-04", CodeGeneratorDraft04), ("draft-06", CodeGeneratorDraft06))
-
-
 def _compile(schema: dict[str, Any]) -> _Compiled:
-    """`fastjsonschema.compile(schema, use_default=False)` with our multipleOf.
-
-    use_default=False: schema defaults are never written into the payload.
-    """
-    version = str(schema.get("$schema", ""))
-    base = next((cls for tag, cls in _DRAFTS if tag in version), CodeGeneratorDraft07)
-    resolver = RefResolver.from_schema(schema, handlers={}, store={})
-    generator = _generator_class(base)(schema, resolver=resolver, use_default=False)
-    namespace: dict[str, Any] = generator.global_state
-    exec(generator.func_code, namespace)
-    compiled: _Compiled = namespace[resolver.get_scope_name()]
-    return compiled
+    """fastjsonschema's validator of `schema`, with our multipleOf (and
+    allocation-free object keywords: see `_internals`)."""
+    return compile_schema(schema, _is_multiple)
 
 
 def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
@@ -399,8 +243,6 @@ def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
         # Without arrays a payload stays small, and crossing into Rust (and back
         # for each format check) costs more than the Python code takes.
         return None
-    version = str(schema.get("$schema", ""))
-    base = next((cls for tag, cls in _DRAFTS if tag in version), CodeGeneratorDraft07)
     # fastjsonschema's own checks, called back from Rust, so that no format is
     # laxer (its "uri" accepts "a:", for one). Except date-time: its Rust check
     # is no laxer than fastjsonschema's regex (a grammar-driven differential
@@ -410,7 +252,7 @@ def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     used = _formats_used(schema) - {"date-time"}
     formats: dict[str, Callable[[str], bool]] = {
         name: functools.partial(_matches, re.compile(pattern))
-        for name, pattern in base.FORMAT_REGEXS.items()
+        for name, pattern in format_patterns(schema).items()
         if name in used
     }
     options: dict[str, Any] = {"formats": formats} if formats else {}

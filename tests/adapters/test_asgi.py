@@ -26,7 +26,7 @@ from ocpp_rpc import (
     RPCServer,
     ServerClient,
 )
-from ocpp_rpc.asgi import ASGIApp, ASGIWebSocket, _request_path
+from ocpp_rpc._transport.asgi import ASGIApp, ASGIWebSocket, _request_path
 
 pytestmark = pytest.mark.anyio
 

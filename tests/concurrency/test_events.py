@@ -27,3 +27,24 @@ async def test_the_event_is_the_backends_own_and_works_with_cancel_scopes(
         await anyio.sleep(0.01)
         event.set()
     assert event.is_set()
+
+
+async def test_asyncios_private_get_running_loop_still_means_what_new_event_needs(
+    anyio_backend: str,
+) -> None:
+    """`new_event` relies on the private `asyncio._get_running_loop`: the running
+    loop under asyncio, None (never an error) elsewhere. Fails loudly if a Python
+    release removes it or changes what it returns."""
+    from ocpp_rpc._concurrency import events
+
+    private = getattr(asyncio, "_get_running_loop", None)
+    assert callable(private), "asyncio._get_running_loop is gone: fix _concurrency/events.py"
+    assert events._running_asyncio_loop is private
+    if anyio_backend == "asyncio":
+        assert private() is asyncio.get_running_loop()
+    else:
+        assert private() is None  # under trio: no asyncio loop, and no exception
+
+
+def test_asyncios_private_get_running_loop_is_none_outside_any_loop() -> None:
+    assert asyncio._get_running_loop() is None

@@ -1,5 +1,6 @@
-"""Deadlines: call timeouts kept by one task per connection instead of a cancel
-scope per call (order, re-arming, lazy clean-up, and real calls on time)."""
+"""Call deadlines: a connection keeps its calls' timeouts in one `TimerHeap`
+(one task instead of a cancel scope per call): order, re-arming, lazy
+clean-up, and real calls on time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import anyio
 import pytest
 from harness import ENDS, facing
 
-from ocpp_rpc._rpc.deadlines import Deadlines
+from ocpp_rpc._rpc.timers import TimerHeap
 
 pytestmark = pytest.mark.anyio
 
@@ -15,16 +16,18 @@ pytestmark = pytest.mark.anyio
 async def test_keys_expire_in_deadline_order_and_answered_ones_never() -> None:
     live: dict[str, None] = {"late": None, "answered": None, "early": None}
     expired: list[str] = []
-    deadlines = Deadlines(live, lambda key: expired.append(key) or live.pop(key))
+    deadlines: TimerHeap[str] = TimerHeap(
+        live, lambda key: expired.append(key) or live.pop(key)
+    )
     now = anyio.current_time()
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
-            assert deadlines.add(now + 0.15, "late")  # the first one asks for the task
+            assert deadlines.push(now + 0.15, "late")  # the first one asks for the task
             tg.start_soon(deadlines.run)
             deadlines.started(True)
-            assert not deadlines.add(now + 0.05, "answered")
+            assert not deadlines.push(now + 0.05, "answered")
             await anyio.sleep(0.01)
-            assert not deadlines.add(now + 0.03, "early")  # earlier: re-arms the sleeping task
+            assert not deadlines.push(now + 0.03, "early")  # earlier: re-arms the sleeping task
             del live["answered"]
     assert expired == ["early", "late"]
     assert len(deadlines) == 0  # run() returned once nothing was left
@@ -33,15 +36,17 @@ async def test_keys_expire_in_deadline_order_and_answered_ones_never() -> None:
 async def test_an_earlier_deadline_wakes_a_task_sleeping_for_a_later_one() -> None:
     live: dict[str, None] = {"far": None, "near": None}
     expired: list[tuple[str, float]] = []
-    deadlines = Deadlines(live, lambda key: expired.append((key, anyio.current_time())))
+    deadlines: TimerHeap[str] = TimerHeap(
+        live, lambda key: expired.append((key, anyio.current_time()))
+    )
     start = anyio.current_time()
     with anyio.fail_after(2):
         async with anyio.create_task_group() as tg:
-            deadlines.add(start + 60, "far")
+            deadlines.push(start + 60, "far")
             tg.start_soon(deadlines.run)
             deadlines.started(True)
             await anyio.sleep(0.01)  # run() now sleeps until start + 60
-            deadlines.add(start + 0.05, "near")
+            deadlines.push(start + 0.05, "near")
             while not expired:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
@@ -50,22 +55,22 @@ async def test_an_earlier_deadline_wakes_a_task_sleeping_for_a_later_one() -> No
 
 def test_answered_calls_behind_a_slow_one_do_not_pile_up() -> None:
     live: dict[str, None] = {"slow": None}
-    deadlines = Deadlines(live, lambda key: None)
-    deadlines.add(1000.0, "slow")  # stays at the top of the heap, never answered
+    deadlines: TimerHeap[str] = TimerHeap(live, lambda key: None)
+    deadlines.push(1000.0, "slow")  # stays at the top of the heap, never answered
     deadlines.started(True)
     for i in range(10_000):
         key = f"call{i}"
         live[key] = None
-        deadlines.add(2000.0 + i, key)
+        deadlines.push(2000.0 + i, key)
         del live[key]  # answered at once
     assert len(deadlines) <= 2 * len(live) + 65
 
 
 def test_a_task_that_could_not_start_is_asked_for_again() -> None:
-    deadlines = Deadlines({"a": None, "b": None}, lambda key: None)
-    assert deadlines.add(1.0, "a")
+    deadlines: TimerHeap[str] = TimerHeap({"a": None, "b": None}, lambda key: None)
+    assert deadlines.push(1.0, "a")
     deadlines.started(False)
-    assert deadlines.add(2.0, "b")
+    assert deadlines.push(2.0, "b")
 
 
 @pytest.mark.parametrize("end", ENDS)

@@ -1,6 +1,6 @@
 """Stateful property tests.
 
-1. The pure `Session` against a model (hypothesis `RuleBasedStateMachine`):
+1. The pure `Exchange` against a model (hypothesis `RuleBasedStateMachine`):
    pending calls, calls being handled, the inbound bound, the bad-message count.
 2. A live connection (both backends, both of our ends) driven by a random
    script of operations against the raw peer of `rawpeer`: outbound calls
@@ -64,13 +64,13 @@ from ocpp_rpc import (
     ServerClient,
 )
 from ocpp_rpc._wire.codec import CallFrame, SendFrame
-from ocpp_rpc._wire.session import Answer, Bad, Dispatch, Refuse, Session
+from ocpp_rpc._wire.session import Answer, Bad, Dispatch, Exchange, Refuse
 
-# == 1. the pure session ======================================================================
+# == 1. the pure exchange =====================================================================
 
 
-class SessionMachine(RuleBasedStateMachine):
-    """`Session` against a model of API.md's wire table (ocpp2.1: SEND exists)."""
+class ExchangeMachine(RuleBasedStateMachine):
+    """`Exchange` against a model of API.md's wire table (ocpp2.1: SEND exists)."""
 
     outbound = Bundle("outbound")  # ids of our calls awaiting an answer
     inbound = Bundle("inbound")  # ids of the peer's calls being handled
@@ -78,7 +78,7 @@ class SessionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ids = itertools.count()
-        self.session: Session[str] = Session("ocpp2.1")
+        self.exchange: Exchange[str] = Exchange("ocpp2.1")
         self.pending: set[str] = set()
         self.handling: set[str] = set()
         self.sends = 0
@@ -87,36 +87,36 @@ class SessionMachine(RuleBasedStateMachine):
 
     @initialize(max_bad=st.sampled_from([0, 1, 3, math.inf]), limit=st.sampled_from([1, 2, 5]))
     def configure(self, max_bad: float, limit: int) -> None:
-        self.session = Session("ocpp2.1", max_bad_messages=max_bad, max_inbound_calls=limit)
+        self.exchange = Exchange("ocpp2.1", max_bad_messages=max_bad, max_inbound_calls=limit)
 
     def _expect_bad(self, received: Any) -> Bad[str]:
         assert isinstance(received, Bad), received
         self.bad += 1
-        assert received.close == (self.bad > self.session.max_bad_messages)
+        assert received.close == (self.bad > self.exchange.max_bad_messages)
         if received.close:
             assert received.reply is None
         return received
 
     def _full(self) -> bool:
-        return len(self.handling) + self.sends >= self.session.max_inbound_calls
+        return len(self.handling) + self.sends >= self.exchange.max_inbound_calls
 
     @rule(target=outbound)
     def add_pending(self) -> str:
         message_id = f"o{next(self.ids)}"
-        self.session.add_pending(message_id, message_id)
+        self.exchange.add_pending(message_id, message_id)
         self.pending.add(message_id)
         return message_id
 
     @rule(message_id=consumes(outbound))
     def withdraw(self, message_id: str) -> None:
-        self.session.withdraw(message_id)
+        self.exchange.withdraw(message_id)
         self.pending.discard(message_id)
 
     @rule(message_id=consumes(outbound), error=st.booleans())
     def answer(self, message_id: str, error: bool) -> None:
         text = (f'[4,"{message_id}","NotSupported","",{{}}]' if error
                 else f'[3,"{message_id}",{{"r":1}}]')
-        received = self.session.receive(text)
+        received = self.exchange.receive(text)
         if message_id in self.pending:
             assert isinstance(received, Answer) and received.pending == message_id
             self.pending.discard(message_id)
@@ -127,7 +127,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     @rule(message_id=consumes(outbound))
     def malformed_answer(self, message_id: str) -> None:
-        bad = self._expect_bad(self.session.receive(f'[3,"{message_id}"]'))
+        bad = self._expect_bad(self.exchange.receive(f'[3,"{message_id}"]'))
         assert bad.failed == (message_id if message_id in self.pending else None)
         assert isinstance(bad.error, RPCFrameworkError)
         self.pending.discard(message_id)
@@ -135,7 +135,7 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(target=inbound)
     def call(self) -> str:
         message_id = f"i{next(self.ids)}"
-        received = self.session.receive(f'[2,"{message_id}","M",{{}}]')
+        received = self.exchange.receive(f'[2,"{message_id}","M",{{}}]')
         self.bad = 0
         if self._full():
             assert isinstance(received, Refuse) and received.busy
@@ -152,7 +152,7 @@ class SessionMachine(RuleBasedStateMachine):
     def duplicate_call(self, message_id: str) -> None:
         if message_id == "refused":
             return
-        received = self.session.receive(f'[2,"{message_id}","M",{{}}]')
+        received = self.exchange.receive(f'[2,"{message_id}","M",{{}}]')
         self.bad = 0
         if message_id in self.handling:
             assert isinstance(received, Refuse) and not received.busy
@@ -170,12 +170,12 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(message_id=consumes(inbound))
     def finish(self, message_id: str) -> None:
         if message_id in self.handling:
-            self.session.finish(message_id)
+            self.exchange.finish(message_id)
             self.handling.discard(message_id)
 
     @rule()
     def send(self) -> None:
-        received = self.session.receive(f'[6,"s{next(self.ids)}","M",{{}}]')
+        received = self.exchange.receive(f'[6,"s{next(self.ids)}","M",{{}}]')
         self.bad = 0
         if self._full():
             assert isinstance(received, Refuse) and received.busy and received.reply is None
@@ -188,35 +188,35 @@ class SessionMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.sends > 0)
     @rule()
     def finish_send(self) -> None:
-        self.session.finish_send()
+        self.exchange.finish_send()
         self.sends -= 1
 
     @rule(text=st.sampled_from(["x", "[]", "{}", '[2,"a"]', '[9,"a",{}]', '[3,1,{}]', "[2,"]))
     def garbage(self, text: str) -> None:
-        self._expect_bad(self.session.receive(text))
+        self._expect_bad(self.exchange.receive(text))
 
     @rule()
     def unknown_answer(self) -> None:
-        bad = self._expect_bad(self.session.receive(f'[3,"u{next(self.ids)}",{{}}]'))
+        bad = self._expect_bad(self.exchange.receive(f'[3,"u{next(self.ids)}",{{}}]'))
         assert bad.unexpected is not None
 
     @rule()
     def empty(self) -> None:
-        assert self.session.receive("") is None
+        assert self.exchange.receive("") is None
 
     @invariant()
     def agrees_with_the_model(self) -> None:
-        session = self.session
-        assert set(session.pending) == self.pending
-        assert session.handling == self.handling
-        assert session.inbound_in_progress == len(self.handling) + self.sends
-        assert session.inbound_in_progress <= session.max_inbound_calls
-        assert session.bad_message_count == self.bad
-        assert session.busy_refusals == self.busy
+        exchange = self.exchange
+        assert set(exchange.pending) == self.pending
+        assert exchange.handling == self.handling
+        assert exchange.inbound_in_progress == len(self.handling) + self.sends
+        assert exchange.inbound_in_progress <= exchange.max_inbound_calls
+        assert exchange.bad_message_count == self.bad
+        assert exchange.busy_refusals == self.busy
 
 
-SessionMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
-test_session_agrees_with_its_model = SessionMachine.TestCase
+ExchangeMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+test_exchange_agrees_with_its_model = ExchangeMachine.TestCase
 
 
 # == 2. a live connection driven by random scripts ============================================

@@ -1,4 +1,5 @@
-"""The framing fast path (`_frames`) against wsproto alone, frame by frame."""
+"""The framing fast path (`frames`) against wsproto alone, frame by frame, and
+the frame boundaries it follows to the peer's Close."""
 
 from __future__ import annotations
 
@@ -142,8 +143,10 @@ def frames(draw: st.DrawFn, client: bool) -> bytes:
         return one(PING, draw(st.binary(max_size=125)))
     if kind == "pong":
         return one(PONG, draw(st.binary(max_size=125)))
-    if kind == "close":
-        code = draw(st.sampled_from([1000, 1001, 1003, 3000, 4999, 1005, 999]))
+    if kind == "close":  # 1014 is the one code wsproto refuses and we take: tested apart
+        code = draw(st.sampled_from(
+            [1000, 1001, 1003, 1012, 1013, 3000, 4999, 1004, 1005, 1016, 2999, 999]
+        ))
         return one(CLOSE, struct.pack("!H", code) + draw(st.text(max_size=20)).encode())
     if kind == "stray_continuation":  # ends an open fragmented message, if any
         return one(CONT, draw(BYTES), fin=draw(st.booleans()))
@@ -157,7 +160,8 @@ def frames(draw: st.DrawFn, client: bool) -> bytes:
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> tuple[bool, list[bytes], int]:
+def streams(draw: st.DrawFn) -> tuple[bool, list[bytes], int, bool]:
+    """(client side?, the bytes cut in reads, max_size, whether a Close is among them)"""
     client = draw(st.booleans())
     parts = draw(st.lists(frames(client), max_size=8))
     data = b"".join(parts)
@@ -170,15 +174,16 @@ def streams(draw: st.DrawFn) -> tuple[bool, list[bytes], int]:
     cuts = sorted(draw(st.lists(st.integers(0, len(data)) | near_a_header, max_size=6)))
     chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     max_size = draw(st.sampled_from([1 << 24, 1 << 24, 64, 0]))
-    return client, chunks, max_size
+    has_close = any(part[0] & 0x0F == CLOSE for part in parts)  # a "close" is one frame
+    return client, chunks, max_size, has_close
 
 
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_the_splitter_yields_exactly_what_wsproto_alone_does(
-    stream: tuple[bool, list[bytes], int],
+    stream: tuple[bool, list[bytes], int, bool],
 ) -> None:
-    client, chunks, max_size = stream
+    client, chunks, max_size, _ = stream
     expected = through_wsproto(client, chunks)
     got, splitting = through_splitter(client, chunks, max_size)
     assert got == expected
@@ -289,3 +294,64 @@ def test_a_bytearray_read_yields_bytes_messages() -> None:
     splitter = Splitter(Connection(ConnectionType.SERVER), 1 << 24)
     items = list(splitter.feed(bytearray(raw_frame(BINARY, b"\x01\x02"))))
     assert items == [b"\x01\x02"] and type(items[0]) is bytes
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from(["feed", "discard", "feed-then-discard"]))
+def test_the_peers_close_is_noticed_however_the_bytes_were_taken(
+    stream: tuple[bool, list[bytes], int, bool], how: str
+) -> None:
+    """Fed, dropped after a failure, or both: frame boundaries are followed to
+    the end, so `close_received` tells whether a whole Close came."""
+    client, chunks, max_size, has_close = stream
+    splitter = Splitter(Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER),
+                        max_size)
+    failed = how == "discard"
+    for chunk in chunks:
+        if failed:
+            splitter.discard(chunk)
+            continue
+        for item in splitter.feed(chunk):
+            if isinstance(item, CloseConnection) and how == "feed-then-discard":
+                failed = True  # the connection fails here: the rest is dropped
+                break
+    assert splitter.close_received == has_close
+
+
+@pytest.mark.parametrize("client", [False, True])
+@pytest.mark.parametrize("code", [1012, 1013, 1014, 3000, 4999])
+def test_a_close_with_any_code_our_rule_allows_keeps_its_code(client: bool, code: int) -> None:
+    """wsproto fails a Close whose code it does not know (1014) with 1002; the
+    splitter hands it the Close with a code it knows and puts ours back, also
+    when the Close comes a byte at a time."""
+    data = raw_frame(TEXT, b"before", mask=not client) + raw_frame(
+        CLOSE, struct.pack("!H", code) + "bye é".encode(), mask=not client
+    )
+    for cut in range(len(data) + 1):
+        conn = Connection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        splitter = Splitter(conn, 1 << 24)
+        items = [*splitter.feed(data[:cut]), *splitter.feed(data[cut:])]
+        text = "".join(item if isinstance(item, str) else item.data
+                       for item in items if isinstance(item, (str, TextMessage)))
+        closes = [item for item in items if isinstance(item, CloseConnection)]
+        assert text == "before" and len(closes) == 1, cut
+        assert (closes[0].code, closes[0].reason) == (code, "bye é"), cut
+        assert splitter.close_received
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000])
+def test_a_close_with_a_code_our_rule_refuses_is_a_protocol_error(code: int) -> None:
+    splitter = Splitter(Connection(ConnectionType.SERVER), 1 << 24)
+    items = list(splitter.feed(raw_frame(CLOSE, struct.pack("!H", code))))
+    assert len(items) == 1 and isinstance(items[0], CloseConnection)
+    assert items[0].code == 1002
+
+
+def test_discard_follows_a_long_frame_to_the_close_after_it() -> None:
+    splitter = Splitter(Connection(ConnectionType.SERVER), 100)
+    big = raw_frame(BINARY, b"x" * 70_000) + raw_frame(CLOSE, struct.pack("!H", 1000))
+    list(splitter.feed(big[:1000]))  # the frame is over max_size: wsproto reads it in pieces
+    for start in range(1000, len(big), 4096):
+        assert not splitter.close_received
+        splitter.discard(big[start : start + 4096])
+    assert splitter.close_received

@@ -1,4 +1,4 @@
-"""The leaner TCP streams under our WebSocket: what `faster` swaps in, and
+"""The leaner TCP streams under our WebSocket: what `adopt_socket_stream` swaps in, and
 that they keep every byte, bound what they buffer, report the ends of the
 stream and (trio) yield to other tasks when data never stops coming."""
 
@@ -26,8 +26,8 @@ from ocpp_rpc._transport.streams import (
     _YIELD_EVERY,
     AsyncioSocketStream,
     TrioSocketStream,
+    adopt_socket_stream,
     connect_tcp,
-    faster,
 )
 from ocpp_rpc._transport.websocket import WebSocket
 from ocpp_rpc.transport import WebSocketClosed
@@ -51,13 +51,13 @@ async def test_each_backend_gets_its_own_stream_and_others_are_left_alone(
     anyio_backend: str,
 ) -> None:
     async with tcp_pair() as (client, _server):
-        swapped = faster(client)
+        swapped = adopt_socket_stream(client)
         expected = AsyncioSocketStream if anyio_backend == "asyncio" else TrioSocketStream
         assert type(swapped) is expected
     send, receive = anyio.create_memory_object_stream[bytes](1)
     with send, receive:
         stapled = anyio.streams.stapled.StapledObjectStream(send, receive)
-        assert faster(stapled) is stapled  # type: ignore[arg-type]
+        assert adopt_socket_stream(stapled) is stapled  # type: ignore[arg-type]
 
 
 ASYNCIO_AND_UVLOOP = pytest.mark.parametrize(
@@ -75,7 +75,7 @@ async def test_bytes_read_before_the_swap_are_kept_and_attributes_work() -> None
         await client.send(b"first")
         await anyio.sleep(0.05)  # let anyio's protocol take it into its queue
         await server.receive(1)  # asyncio: anyio read it all, so "irst" waits in its queue
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         assert fast is not server
         assert fast.extra(SocketAttribute.remote_address) == client.extra(
             SocketAttribute.local_address
@@ -91,7 +91,7 @@ async def test_bytes_read_before_the_swap_are_kept_and_attributes_work() -> None
 async def test_reading_pauses_when_the_reader_falls_behind_and_nothing_is_lost() -> None:
     total = 8 * _HIGH_WATER
     async with tcp_pair() as (client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         assert isinstance(fast, AsyncioSocketStream)
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.send, bytes(range(256)) * (total // 256))
@@ -108,7 +108,7 @@ async def test_reading_pauses_when_the_reader_falls_behind_and_nothing_is_lost()
 
 async def test_end_of_stream_and_close_are_reported() -> None:
     async with tcp_pair() as (client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         await client.send(b"bye")
         await client.send_eof()
         with anyio.fail_after(2):
@@ -126,7 +126,7 @@ async def test_end_of_stream_and_close_are_reported() -> None:
 
 async def test_a_send_to_a_peer_that_stops_reading_waits_and_can_be_cancelled() -> None:
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         chunk = b"x" * 65536
         with anyio.move_on_after(0.5) as blocked:
             for _ in range(10_000):  # 640 MiB: far more than the socket buffers
@@ -147,7 +147,7 @@ async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
             tg.start_soon(accept)
             tls_client = await TLSStream.wrap(client, hostname="localhost",
                                               ssl_context=client_ssl)
-        tls_server = faster(wrapped[0])
+        tls_server = adopt_socket_stream(wrapped[0])
         assert tls_server is wrapped[0]
         assert isinstance(wrapped[0].transport_stream, (AsyncioSocketStream, TrioSocketStream))
         await tls_client.send(b"secret")
@@ -161,7 +161,7 @@ async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_receives_that_never_wait_still_yield_now_and_then() -> None:
     async with tcp_pair() as (client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         assert isinstance(fast, TrioSocketStream)
         await client.send(b"x" * (4 * _YIELD_EVERY + 1))
         await anyio.sleep(0.05)  # all of it waits in the socket
@@ -184,7 +184,7 @@ async def test_trio_receives_that_never_wait_still_yield_now_and_then() -> None:
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_a_receive_waiting_when_the_stream_is_closed_is_told_so() -> None:
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         async with anyio.create_task_group() as tg:
             failed: list[BaseException] = []
 
@@ -203,7 +203,7 @@ async def test_trio_a_receive_waiting_when_the_stream_is_closed_is_told_so() -> 
 @pytest.mark.parametrize("timeout", [0.2, None])
 async def test_send_timeout_bounds_only_a_send_that_waits(timeout: float | None) -> None:
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         assert isinstance(fast, (AsyncioSocketStream, TrioSocketStream))
         fast.send_timeout = timeout
         await fast.send(b"at once")  # nothing to wait for: never times out
@@ -242,6 +242,7 @@ async def test_a_websocket_write_to_a_peer_that_stops_reading_ends_with_write_ti
         ws = WebSocket(Wrapped(server) if wrapped else server, ConnectionType.SERVER)
         assert (ws._bounded is None) == wrapped
         ws.write_timeout = 0.2
+        ws.fail_timeout = 0.05  # the peer never reads our Close: do not wait for it long
         with anyio.fail_after(5), pytest.raises(WebSocketClosed) as closed:
             for _ in range(10_000):
                 await ws.send(b"x" * 65536)
@@ -253,7 +254,7 @@ async def test_a_websocket_write_to_a_peer_that_stops_reading_ends_with_write_ti
 async def test_asyncio_reads_stay_under_the_malloc_mmap_threshold() -> None:
     # 256 KiB reads (asyncio's default) can cost mmap/mremap/munmap per read.
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         assert isinstance(fast, AsyncioSocketStream)
         assert fast._transport.max_size == _READ_SIZE <= 128 * 1024  # type: ignore[attr-defined]
 
@@ -262,7 +263,7 @@ async def test_asyncio_reads_stay_under_the_malloc_mmap_threshold() -> None:
 async def test_trio_cancelled_receive_does_not_lose_bytes() -> None:
     """A receive cancelled at its periodic checkpoint must not eat the bytes it read."""
     async with tcp_pair() as (client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         for i in range(_YIELD_EVERY + 4):
             await client.send(bytes([65 + i]))
             await anyio.sleep(0.005)  # separate segments
@@ -292,7 +293,7 @@ async def test_a_send_waiting_when_the_stream_is_closed_is_told_so() -> None:
     """anyio's contract (and its own SocketStream): a send interrupted by aclose()
     raises ClosedResourceError; it must not return as if the bytes were sent."""
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         outcome: list[object] = []
 
         async def writer() -> None:
@@ -322,7 +323,7 @@ async def test_a_send_waiting_when_the_stream_is_closed_is_told_so() -> None:
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_a_send_cancelled_part_way_breaks_the_stream_for_later_sends() -> None:
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         with anyio.move_on_after(0.2) as scope:
             await fast.send(b"x" * 64 * 1024 * 1024)  # far more than the buffers take
         assert scope.cancelled_caught
@@ -333,7 +334,7 @@ async def test_trio_a_send_cancelled_part_way_breaks_the_stream_for_later_sends(
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_two_tasks_sending_at_once_is_refused_like_anyio_does() -> None:
     async with tcp_pair() as (_client, server):
-        fast = faster(server)
+        fast = adopt_socket_stream(server)
         async with anyio.create_task_group() as tg:
             tg.start_soon(fast.send, b"x" * 64 * 1024 * 1024)  # blocks: nobody reads
             await anyio.sleep(0.05)
@@ -390,7 +391,7 @@ async def test_connect_tcp_reaches_addresses_and_names(anyio_backend: str, host:
                 await stream.send(b"ping")
                 assert await stream.receive() == b"ping"
                 expected = AsyncioSocketStream if anyio_backend == "asyncio" else TrioSocketStream
-                assert type(faster(stream)) is expected
+                assert type(adopt_socket_stream(stream)) is expected
     finally:
         await listener_cm.__aexit__(None, None, None)
 

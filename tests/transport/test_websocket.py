@@ -744,6 +744,10 @@ async def test_message_too_big_is_1009(fragmented: bool) -> None:
                 await peer.stream.send(frame(OP_BINARY, b"c" * 2000, length=10**9))
             close = await peer.expect_close()
             assert close.code == 1009
+            if fragmented:  # its Close ends our drain at once
+                await peer.send_frame(OP_CLOSE, close_payload(1000))
+            else:  # inside a frame that never ends, it can only hang up
+                await peer.stream.send_eof()
             await peer.expect_eof()
 
 
@@ -762,6 +766,7 @@ async def test_non_ascii_text_size_counts_utf8_bytes() -> None:
             await peer.send_frame(OP_TEXT, ("é" * 50).encode())
             await peer.send_frame(OP_TEXT, ("é" * 51).encode())  # 51 chars but 102 bytes
             assert (await peer.expect_close()).code == 1009
+            await peer.send_frame(OP_CLOSE, close_payload(1000))
 
 
 @pytest.mark.parametrize(
@@ -788,6 +793,7 @@ async def test_protocol_errors(frames: list[bytes], code: int) -> None:
         async with one_shot_server(ws_handler(session)) as port, raw_client(port) as peer:
             await peer.stream.send(b"".join(frames))
             assert (await peer.expect_close()).code == code
+            await peer.send_frame(OP_CLOSE, close_payload(1000))  # ends our drain at once
             await peer.expect_eof()
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ocpp_rpc import errors
 from ocpp_rpc._wire.codec import (
+    MAX_DEPTH,
     BadFrame,
     CallErrorFrame,
     CallFrame,
@@ -248,10 +249,130 @@ def test_decode_never_raises_on_arbitrary_arrays(items: list[Any], dialect: Any)
     )
 
 
-@pytest.mark.parametrize("depth", [1010, 100_000])  # orjson reads the first
-def test_deeply_nested_json_is_a_bad_frame(depth: int) -> None:
-    frame = decode('[2,"1","A",' + "[" * depth + "]" * depth + "]", V201)
-    assert isinstance(frame, BadFrame)
+# -- the nesting limit: the codec's own rule, whatever the Python and decoder ------
+
+def _decoders() -> list[Any]:
+    from ocpp_rpc._wire import codec as _codec
+
+    found = [pytest.param(_codec._decode_std, id="json")]
+    if _codec.orjson is not None:
+        found.append(pytest.param(_codec._decode_orjson, id="orjson"))
+    return found
+
+
+@pytest.fixture(params=_decoders())
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Each decode path in turn: the standard library's, and orjson's if installed."""
+    from ocpp_rpc._wire import codec as _codec
+
+    monkeypatch.setattr(_codec, "_decode", request.param)
+    return request.param
+
+
+def _nested_call(depth: int, opener: str = "[", closer: str = "]") -> str:
+    """A CALL whose frame nests `depth` deep (its own array is level 1): its
+    params are `opener`s closed by `closer`s around an empty array."""
+    levels = depth - 2  # the frame's array and the innermost []
+    return '[2,"1","A",' + opener * levels + "[]" + closer * levels + "]"
+
+
+def _depth(value: Any) -> int:
+    """How deep `value` nests lists and dicts (iteratively: it may be deep)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in
+                        (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+@pytest.mark.parametrize(
+    ("opener", "closer"),
+    [("[", "]"), ('{"a":', "}"), ('["x",1,{},', "]"), ('[{"k":"]}"},', "]")],
+    ids=["arrays", "objects", "padded", "closers-in-strings"],
+)
+def test_nesting_up_to_the_limit_decodes(decoder: Any, opener: str, closer: str) -> None:
+    text = _nested_call(MAX_DEPTH, opener, closer)
+    frame = decode(text, V201)
+    assert isinstance(frame, CallFrame)
+    assert _depth([frame.params]) == MAX_DEPTH
+
+
+@pytest.mark.parametrize(
+    ("opener", "closer"),
+    [("[", "]"), ('{"a":', "}"), ('["x",1,{},', "]"), ('[{"k":"]}"},', "]")],
+    ids=["arrays", "objects", "padded", "closers-in-strings"],
+)
+@pytest.mark.parametrize("dialect", [V16, V201, V21], ids=["1.6", "2.0.1", "2.1"])
+def test_nesting_over_the_limit_is_a_frame_that_is_not_json(
+    decoder: Any, opener: str, closer: str, dialect: Any
+) -> None:
+    code = "GenericError" if dialect.legacy_codes else "RpcFrameworkError"
+    expected = [4, "-1", code, "Message must be a JSON structure", {}]
+    text = _nested_call(MAX_DEPTH + 1, opener, closer)
+    assert json.loads(text)  # valid JSON, only too deep
+    assert reply_of(text, dialect) == expected
+    frame = decode(text.encode(), dialect)
+    assert isinstance(frame, BadFrame) and isinstance(frame.error, errors.RPCFrameworkError)
+
+
+@pytest.mark.parametrize("depth", [1010, 10_000, 100_000])  # 3.13 used to read 1,010
+def test_far_too_deep_is_a_bad_frame(decoder: Any, depth: int) -> None:
+    assert reply_of(_nested_call(depth), V201) == [
+        4, "-1", "RpcFrameworkError", "Message must be a JSON structure", {}
+    ]
+
+
+@pytest.mark.parametrize(
+    "string",
+    ["[" * 2000, "]" * 2000, "{[" * 1000, '\\"' + "[" * 2000, "\\\\" + "]" * 2000,
+     "\\u005b" * 2000, "é[😀]" * 700],
+    ids=["openers", "closers", "both", "escaped-quote", "escaped-backslash", "escapes",
+         "non-ascii"],
+)
+def test_brackets_in_strings_do_not_count(decoder: Any, string: str) -> None:
+    # Strings full of brackets in a frame at the limit: still decoded...
+    opener = '["' + string + '",'
+    at_limit = _nested_call(MAX_DEPTH, opener)
+    frame = decode(at_limit, V201)
+    assert isinstance(frame, CallFrame)
+    assert _depth([frame.params]) == MAX_DEPTH
+    # ...and one level past it refused, whatever the strings hold to mislead a count.
+    assert isinstance(decode(_nested_call(MAX_DEPTH + 1, opener), V201), BadFrame)
+    assert isinstance(decode(_nested_call(MAX_DEPTH + 1, '{"' + string + '":'), V201), BadFrame)
+
+
+def test_short_frames_are_never_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path: a frame too short to nest past the limit is not looked at."""
+    from ocpp_rpc._wire import codec as _codec
+
+    def scanned(text: str, limit: int = MAX_DEPTH) -> bool:
+        raise AssertionError("scanned")
+
+    monkeypatch.setattr(_codec, "_too_deep", scanned)
+    text = '[2,"1","A",{"v":"' + "x" * (_codec._SCAN_FROM - 20) + '"}]'
+    assert len(text) <= _codec._SCAN_FROM
+    assert isinstance(decode(text, V201), CallFrame)
+
+
+json_trees = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab\u00e9\n', max_size=6),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(alphabet='[]{}"\\k', max_size=3), children, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(json_trees, st.booleans(), st.integers(0, 12))
+def test_the_depth_scan_counts_what_the_parser_nests(
+    value: Any, ascii_only: bool, limit: int
+) -> None:
+    from ocpp_rpc._wire import codec as _codec
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert _codec._too_deep(text, limit) == (_depth(value) > limit)
 
 
 def test_create_rpc_error() -> None:
@@ -260,7 +381,8 @@ def test_create_rpc_error() -> None:
     assert isinstance(e, errors.RPCOccurrenceConstraintViolationError)
     assert e.message == "m" and e.details == {"a": 1}
     default = errors.create_rpc_error("NotImplemented")
-    assert default.message == errors.RPCNotImplementedError.default_message
+    assert default.message == ""  # API.md; the standard text is the class's
+    assert default.description == errors.RPCNotImplementedError.description != ""
     assert errors.create_rpc_error("X").code == "X"
 
 

@@ -867,31 +867,10 @@ def test_decimal_numbers_are_validated_too() -> None:
 
 def reference_compile(schema: dict[str, Any]) -> Any:
     """The validator of fastjsonschema's own generator (only our multipleOf)."""
-    from fastjsonschema.draft04 import CodeGeneratorDraft04
-    from fastjsonschema.draft06 import CodeGeneratorDraft06
-    from fastjsonschema.draft07 import CodeGeneratorDraft07
-    from fastjsonschema.ref_resolver import RefResolver
-
     from ocpp_rpc._wire import validation as _validation
+    from ocpp_rpc._wire._internals import compile_schema
 
-    version = str(schema.get("$schema", ""))
-    base = (
-        CodeGeneratorDraft04 if "draft-04" in version
-        else CodeGeneratorDraft06 if "draft-06" in version
-        else CodeGeneratorDraft07
-    )
-    state = base.global_state.fget
-    cls = type("Reference", (base,), {
-        "generate_multiple_of": _validation._generate_multiple_of,
-        "global_state": property(
-            lambda gen: {**state(gen), "_is_multiple": _validation._is_multiple}
-        ),
-    })
-    resolver = RefResolver.from_schema(schema, handlers={}, store={})
-    generator = cls(schema, resolver=resolver, use_default=False)
-    namespace = generator.global_state
-    exec(generator.func_code, namespace)
-    return namespace[resolver.get_scope_name()]
+    return compile_schema(schema, _validation._is_multiple, lean=False)
 
 
 def outcome(validate: Any, payload: Any) -> tuple[str, str] | None:

@@ -1,0 +1,375 @@
+"""The HTTP/1.1 upgrade to a WebSocket (RFC 6455 section 4), both sides, on h11.
+
+Server side: `read_upgrade_request` reads and checks a request (answering the
+bad ones), `send_accept` answers 101, `reject_upgrade` answers anything else.
+Client side: `open_upgraded` dials a ``ws://``/``wss://`` URL and checks the
+server's answer against every requirement of RFC 6455 4.1.  Either way the
+upgraded stream is what `websocket.WebSocket` then runs on; this module knows
+nothing of frames.  No extensions are negotiated (a client's offers are
+ignored; we offer none).
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import h11
+from wsproto.utilities import generate_accept_token, generate_nonce
+
+from ..transport import WebSocketClosed
+from .streams import connect_tcp
+
+_RECEIVE_SIZE = 65536
+_MAX_ERROR_BODY = 65536
+# Exceptions meaning "the transport is gone" (ssl.SSLError is an OSError).
+STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+_Headers = Sequence[tuple[str, str]]
+
+
+class HandshakeError(Exception):
+    """Client side: the upgrade failed.
+
+    ``.status`` is the HTTP status when the server answered without upgrading (else
+    None: its 101 broke the protocol), ``.body`` the start (at most 64 KiB) of its
+    response body.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status, self.body = status, body
+
+
+class HandshakeRefused(Exception):
+    """Server side: the request was not a valid upgrade and was answered ``.status``.
+
+    The caller just closes the stream (it is not closed here).
+    """
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(status, message)
+        self.status, self.message = status, message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}".rstrip()
+
+
+class HandshakeAborted(HandshakeRefused):
+    """Server side: the peer went away before a full request; nothing answered (status 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """A client's WebSocket upgrade request, as read by :func:`read_upgrade_request`."""
+
+    method: str
+    target: str  # raw request target, e.g. "/ocpp/CP%2F1?x=1"
+    path: str  # target before "?", still percent-encoded
+    query_string: str
+    headers: tuple[tuple[str, str], ...]  # (lower-cased name, value), in order
+    subprotocols: tuple[str, ...]
+    key: str
+    #: Bytes the client sent after the request (its first frames), read with it.
+    trailing: bytes = field(default=b"", repr=False, compare=False)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """First value of header ``name`` (case-insensitive), else ``default``."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), default)
+
+
+class Upgraded(NamedTuple):
+    """A client connection the server agreed to upgrade."""
+
+    stream: anyio.abc.ByteStream
+    subprotocol: str | None
+    trailing: bytes  # bytes the server sent after its 101 (its first frames)
+
+
+def _tokens(headers: _Headers, name: str) -> list[str]:
+    """Comma-split, stripped, non-empty values of every header called ``name``."""
+    return [t.strip() for k, v in headers if k == name for t in v.split(",") if t.strip()]
+
+
+def _http_response(status: int, headers: _Headers, body: bytes | None = None) -> bytes:
+    """Serialize an HTTP/1.1 response head (+ Content-Length and body if given)."""
+    try:
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    except ValueError:
+        lines = [f"HTTP/1.1 {status} Unknown"]
+    for name, value in headers:
+        if not name or any(c in name + value for c in "\r\n\0") or ":" in name:
+            raise ValueError(f"invalid HTTP header {name!r}: {value!r}")
+        lines.append(f"{name}: {value}")
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+# -- server side ----------------------------------------------------------------
+
+
+async def reject_upgrade(
+    stream: anyio.abc.ByteStream, status: int, body: str | bytes = b"", *, headers: _Headers = ()
+) -> None:
+    """Send a plain HTTP response (text/plain, ``Connection: close``) + ``headers``.
+
+    Does not close the stream; does not raise if the peer already went away.
+    """
+    payload = body.encode("utf-8") if isinstance(body, str) else body
+    head = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close"), *headers]
+    try:
+        await stream.send(_http_response(status, head, payload))
+    except STREAM_ERRORS:
+        pass
+
+
+async def _refuse(
+    stream: anyio.abc.ByteStream, status: int, message: str, headers: _Headers = ()
+) -> HandshakeRefused:
+    await reject_upgrade(stream, status, message + "\n", headers=headers)
+    return HandshakeRefused(status, message)
+
+
+async def read_upgrade_request(
+    stream: anyio.abc.ByteStream, *, max_header_size: int = 16384
+) -> UpgradeRequest:
+    """Read and validate one HTTP/1.1 WebSocket upgrade request.
+
+    Invalid requests are answered here (404 if not an upgrade at all, 400 if a
+    malformed upgrade, 431 if the head exceeds ``max_header_size``) and
+    :exc:`HandshakeRefused` is raised; EOF or a transport error before a complete
+    request raises :exc:`HandshakeAborted` (nothing answered).  The stream is never
+    closed here.  Bytes read past the request are kept in ``.trailing``.
+    Apply your own timeout around this call.
+    """
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
+    received = 0
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            if conn.trailing_data[1]:  # EOF
+                raise HandshakeAborted(400, "connection closed during the request") from None
+            raise await _refuse(stream, exc.error_status_hint, str(exc) or "bad request") from None
+        if isinstance(event, h11.Request):
+            break
+        if event is not h11.NEED_DATA:  # ConnectionClosed
+            raise HandshakeAborted(400, "connection closed before a request")
+        try:
+            data = await stream.receive(_RECEIVE_SIZE)
+        except anyio.EndOfStream:
+            data = b""
+        except STREAM_ERRORS:
+            raise HandshakeAborted(400, "connection lost during the request") from None
+        received += len(data)
+        conn.receive_data(data)
+
+    # h11 only bounds an incomplete head; one that arrived whole is checked here.
+    if received - len(conn.trailing_data[0]) > max_header_size:
+        raise await _refuse(stream, 431, "request header fields too large")
+    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
+    upgrade = [t.lower() for t in _tokens(headers, "upgrade")]
+    connection = [t.lower() for t in _tokens(headers, "connection")]
+    if "websocket" not in upgrade or "upgrade" not in connection:
+        raise await _refuse(stream, 404, "not a WebSocket endpoint")
+    method = event.method.decode("ascii")
+    if method != "GET" or event.http_version != b"1.1":
+        raise await _refuse(stream, 400, "WebSocket upgrade requires GET and HTTP/1.1")
+    try:
+        end: object = conn.next_event()
+    except h11.RemoteProtocolError:
+        end = None
+    if not isinstance(end, h11.EndOfMessage):
+        raise await _refuse(stream, 400, "WebSocket upgrade request must not have a body")
+    if [v for k, v in headers if k == "sec-websocket-version"] != ["13"]:
+        version = [("Sec-WebSocket-Version", "13")]
+        raise await _refuse(stream, 400, "unsupported WebSocket version", version)
+    keys = [v.strip() for k, v in headers if k == "sec-websocket-key"]
+    try:
+        if len(keys) != 1 or len(base64.b64decode(keys[0], validate=True)) != 16:
+            raise ValueError
+    except ValueError:  # binascii.Error included
+        raise await _refuse(stream, 400, "missing or invalid Sec-WebSocket-Key") from None
+    target = event.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    subprotocols = tuple(_tokens(headers, "sec-websocket-protocol"))
+    trailing = conn.trailing_data[0]
+    return UpgradeRequest(method, target, path, query, headers, subprotocols, keys[0], trailing)
+
+
+async def send_accept(
+    stream: anyio.abc.ByteStream,
+    request: UpgradeRequest,
+    *,
+    subprotocol: str | None = None,
+    extra_headers: _Headers = (),
+) -> None:
+    """Answer ``101 Switching Protocols``.
+
+    ``subprotocol`` must be one the client offered (else ValueError).  Raises
+    :exc:`WebSocketClosed` (1006) if the peer went away.
+    """
+    if subprotocol is not None and subprotocol not in request.subprotocols:
+        raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
+    accept = generate_accept_token(request.key.encode("ascii")).decode("ascii")
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept),
+    ]
+    if subprotocol is not None:
+        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    try:
+        await stream.send(_http_response(101, [*headers, *extra_headers]))
+    except STREAM_ERRORS:
+        raise WebSocketClosed(1006, "") from None
+
+
+# -- client side ----------------------------------------------------------------
+
+
+async def open_upgraded(
+    url: str,
+    *,
+    subprotocols: Sequence[str] = (),
+    headers: _Headers = (),
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = 30.0,
+) -> Upgraded:
+    """Dial a ``ws://`` or ``wss://`` URL and upgrade the connection.
+
+    Raises :exc:`HandshakeError` if the server does not upgrade properly, OSError
+    for TCP/TLS failures (ConnectionError if the connection drops during the
+    handshake), TimeoutError after ``handshake_timeout`` seconds (TCP connect, TLS
+    and HTTP exchange together) and ValueError for a bad URL or header.
+    """
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("ws", "wss") or not host:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    default_port = 443 if scheme == "wss" else 80
+    port = parts.port or default_port
+    host_header = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        host_header += f":{port}"
+    key = generate_nonce().decode("ascii")
+    request_headers = [
+        ("Host", host_header),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    if subprotocols:
+        request_headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    conn = h11.Connection(h11.CLIENT)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        request = h11.Request(method="GET", target=target, headers=[*request_headers, *headers])
+        data = conn.send(request) + conn.send(h11.EndOfMessage())
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"invalid upgrade request: {exc}") from None
+
+    with anyio.fail_after(handshake_timeout):
+        if scheme == "wss":
+            context = ssl_context or ssl.create_default_context()
+            try:
+                stream = await connect_tcp(host, port, ssl_context=context)
+            except anyio.BrokenResourceError as exc:  # EOF during the TLS handshake
+                raise ConnectionError("connection lost during the TLS handshake") from exc
+        else:
+            stream = await connect_tcp(host, port)
+        try:
+            await stream.send(data)
+            response = await _read_response(stream, conn)
+            subprotocol = check_response(response, key, subprotocols)
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+    return Upgraded(stream, subprotocol, conn.trailing_data[0])
+
+
+async def _read_response(
+    stream: anyio.abc.ByteStream, conn: h11.Connection
+) -> h11.InformationalResponse:
+    """Read the server's answer up to its 101; raise HandshakeError for anything else."""
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                await _feed(stream, conn)
+            elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                return event
+            elif isinstance(event, h11.Response):
+                body = bytearray()
+                try:  # best effort, bounded
+                    while len(body) < _MAX_ERROR_BODY:
+                        data = conn.next_event()
+                        if data is h11.NEED_DATA:
+                            await _feed(stream, conn)
+                        elif isinstance(data, h11.Data):
+                            body += data.data
+                        else:
+                            break
+                except (h11.RemoteProtocolError, *STREAM_ERRORS):
+                    pass
+                raise HandshakeError(
+                    f"server answered HTTP {event.status_code} instead of upgrading",
+                    status=event.status_code,
+                    body=bytes(body[:_MAX_ERROR_BODY]),
+                )
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("connection closed during the WebSocket handshake")
+    except h11.RemoteProtocolError as exc:
+        if conn.trailing_data[1]:  # EOF in the middle of the response
+            raise ConnectionError("connection closed during the WebSocket handshake") from None
+        raise HandshakeError(f"invalid HTTP response: {exc}") from None
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        raise ConnectionError("connection lost during the WebSocket handshake") from exc
+
+
+async def _feed(stream: anyio.abc.ByteStream, conn: h11.Connection) -> None:
+    try:
+        conn.receive_data(await stream.receive(_RECEIVE_SIZE))
+    except anyio.EndOfStream:
+        conn.receive_data(b"")
+
+
+def check_response(
+    response: h11.InformationalResponse, key: str, offered: Sequence[str]
+) -> str | None:
+    """The subprotocol a 101 response agrees to, once it meets every MUST of
+    RFC 6455 4.1 for a client (else HandshakeError, status None: the client must
+    fail the connection).  h11 gives header names lower-cased and values
+    without surrounding whitespace (which 4.1 says to ignore)."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+    # 4.1 (2): Upgrade is "websocket", case-insensitively, and nothing else.
+    if [t.lower() for t in _tokens(headers, "upgrade")] != ["websocket"]:
+        raise HandshakeError("101 response without 'Upgrade: websocket'")
+    # 4.1 (3): Connection holds the token "Upgrade", case-insensitively.
+    if "upgrade" not in [t.lower() for t in _tokens(headers, "connection")]:
+        raise HandshakeError("101 response without 'Connection: Upgrade'")
+    # 4.1 (4): one Sec-WebSocket-Accept (4.3: never repeated), for our key.
+    accept = generate_accept_token(key.encode("ascii")).decode("ascii")
+    if [v for k, v in headers if k == "sec-websocket-accept"] != [accept]:
+        raise HandshakeError("101 response with a missing or wrong Sec-WebSocket-Accept")
+    # 4.1 (5): only extensions we offered, and we offer none.
+    extensions = _tokens(headers, "sec-websocket-extensions")
+    if extensions:
+        raise HandshakeError(f"server selected extensions we did not offer: {extensions}")
+    # 4.1 (6): only a subprotocol we offered; 4.2.2 and 4.3: one value, one header.
+    protocols = [v for k, v in headers if k == "sec-websocket-protocol"]
+    if not protocols:
+        return None
+    if len(protocols) > 1 or protocols[0] not in offered:
+        raise HandshakeError(f"server selected a subprotocol we did not offer: {protocols}")
+    return protocols[0]
