@@ -18,6 +18,7 @@ from ._rpc.server import ServerClient as ServerClient
 from ._wire.validation import Validator as Validator
 from .errors import ConnectError as ConnectError
 from .errors import ConnectionClosed as ConnectionClosed
+from .errors import NotConnected as NotConnected
 from .errors import RPCError as RPCError
 from .errors import RPCFormatViolationError as RPCFormatViolationError
 from .errors import RPCFrameworkError as RPCFrameworkError
@@ -46,6 +47,7 @@ __all__ = (
     "ConnectError",
     "ConnectionClosed",
     "Handshake",
+    "NotConnected",
     "RPCClient",
     "RPCError",
     "RPCFormatViolationError",

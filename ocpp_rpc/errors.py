@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 __all__ = (
     "ConnectError",
     "ConnectionClosed",
+    "NotConnected",
     "RPCError",
     "RPCFormatViolationError",
     "RPCFrameworkError",
@@ -33,13 +34,13 @@ class RPCError(Exception):
     whose peer answered with a CALLERROR raises the matching subclass.
     `message` is the text given (the peer's description for a received error),
     `""` when none was. A CALLERROR sent for an error without a message carries
-    its class's `description`, the OCPP-J specification's text for the code.
+    its class's `default_message`, the OCPP-J specification's text for the code.
     """
 
     #: The code of errors of this class (unless one is given).
     default_code: ClassVar[str] = "GenericError"
     #: The specification's description of the code ("" for GenericError).
-    description: ClassVar[str] = ""
+    default_message: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -70,21 +71,21 @@ class RPCNotImplementedError(RPCError):
     """`NotImplemented`: the action is not known by the receiver."""
 
     default_code = "NotImplemented"
-    description = "Requested method is not known"
+    default_message = "Requested method is not known"
 
 
 class RPCNotSupportedError(RPCError):
     """`NotSupported`: the action is recognised but not supported."""
 
     default_code = "NotSupported"
-    description = "Requested method is recognised but not supported"
+    default_message = "Requested method is recognised but not supported"
 
 
 class RPCInternalError(RPCError):
     """`InternalError`: the receiver failed while processing the call."""
 
     default_code = "InternalError"
-    description = (
+    default_message = (
         "An internal error occurred and the receiver was not able to process "
         "the requested method successfully"
     )
@@ -94,14 +95,14 @@ class RPCProtocolError(RPCError):
     """`ProtocolError`: the payload is incomplete."""
 
     default_code = "ProtocolError"
-    description = "Payload for method is incomplete"
+    default_message = "Payload for method is incomplete"
 
 
 class RPCSecurityError(RPCError):
     """`SecurityError`: a security issue prevented processing."""
 
     default_code = "SecurityError"
-    description = (
+    default_message = (
         "During the processing of method a security issue occurred preventing "
         "receiver from completing the method successfully"
     )
@@ -111,7 +112,7 @@ class RPCFormatViolationError(RPCError):
     """`FormatViolation` (OCPP 1.6J spells it `FormationViolation`)."""
 
     default_code = "FormatViolation"
-    description = (
+    default_message = (
         "Payload for the method is syntactically incorrect or not conform "
         "the PDU structure for the method"
     )
@@ -121,7 +122,7 @@ class RPCPropertyConstraintViolationError(RPCError):
     """`PropertyConstraintViolation`: a field holds an invalid value."""
 
     default_code = "PropertyConstraintViolation"
-    description = (
+    default_message = (
         "Payload is syntactically correct but at least one field contains an invalid value"
     )
 
@@ -130,7 +131,7 @@ class RPCOccurrenceConstraintViolationError(RPCError):
     """`OccurrenceConstraintViolation` (1.6J: `OccurenceConstraintViolation`)."""
 
     default_code = "OccurrenceConstraintViolation"
-    description = (
+    default_message = (
         "Payload for the method is syntactically correct but at least one of "
         "the fields violates occurrence constraints"
     )
@@ -140,7 +141,7 @@ class RPCTypeConstraintViolationError(RPCError):
     """`TypeConstraintViolation`: a field has the wrong data type."""
 
     default_code = "TypeConstraintViolation"
-    description = (
+    default_message = (
         "Payload for the method is syntactically correct but at least one of "
         "the fields violates data type constraints"
     )
@@ -150,7 +151,7 @@ class RPCMessageTypeNotSupportedError(RPCError):
     """`MessageTypeNotSupported` (OCPP 2.x): unknown message type number."""
 
     default_code = "MessageTypeNotSupported"
-    description = (
+    default_message = (
         "A message with a Message Type Number received is not supported by this implementation."
     )
 
@@ -159,7 +160,7 @@ class RPCFrameworkError(RPCError):
     """`RpcFrameworkError` (OCPP 2.x): the frame is not a valid RPC message."""
 
     default_code = "RpcFrameworkError"
-    description = (
+    default_message = (
         "Content of the call is not a valid RPC Request, for example: "
         "MessageId could not be read."
     )
@@ -188,7 +189,7 @@ def create_rpc_error(
     code: str, message: str = "", details: Mapping[str, Any] | None = None
 ) -> RPCError:
     """The `RPCError` subclass instance for `code` (either spelling), with
-    `message` as given (the class's standard text stays in `.description`).
+    `message` as given (the class's standard text stays in `.default_message`).
 
     An unknown code gives an `RPCGenericError` whose `.code` is still `code`.
     """
@@ -206,6 +207,19 @@ class ConnectError(OSError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotConnected(LookupError):
+    """No charger is connected under `.identity`: not to this server, nor (with
+    a cluster) to any node. Raised at once by `RPCServer.call` and
+    `RedisCluster.call`; the call was not delivered."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        super().__init__(f"{identity!r} is not connected")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.identity,), self.__dict__
 
 
 class ConnectionClosed(Exception):

@@ -29,13 +29,13 @@ PUBLIC = {
     "RPCOccurrenceConstraintViolationError", "RPCTypeConstraintViolationError",
     "RPCMessageTypeNotSupportedError", "RPCFrameworkError",
     # local failures
-    "ConnectError", "ConnectionClosed",
+    "ConnectError", "ConnectionClosed", "NotConnected",
 }
 
 # Public modules: their __all__ exactly. Their own classes report their own module.
 MODULES = {
     "ocpp_rpc.errors": {
-        "ConnectError", "ConnectionClosed", "RPCError", "RPCFormatViolationError",
+        "ConnectError", "ConnectionClosed", "NotConnected", "RPCError", "RPCFormatViolationError",
         "RPCFrameworkError", "RPCGenericError", "RPCInternalError",
         "RPCMessageTypeNotSupportedError", "RPCNotImplementedError", "RPCNotSupportedError",
         "RPCOccurrenceConstraintViolationError", "RPCPropertyConstraintViolationError",
@@ -109,6 +109,7 @@ def test_errors_are_the_same_objects_in_both_places() -> None:
         ocpp_rpc.ConnectError("refused", status=401),
         ocpp_rpc.ConnectionClosed(1001, "going away"),
         ocpp_rpc.ConnectionClosed(),
+        ocpp_rpc.NotConnected("CP 1"),
     ],
     ids=repr,
 )

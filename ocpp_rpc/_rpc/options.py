@@ -3,7 +3,6 @@ the frozen part of them one connection reads (`ConnectionConfig`)."""
 
 from __future__ import annotations
 
-import functools
 import math
 import ssl
 from collections.abc import Mapping
@@ -63,6 +62,12 @@ class Options:
     backoff: Backoff = DEFAULT_BACKOFF
     #: subprotocol -> its validator, for the subprotocols validated strictly (derived)
     validators: dict[str, Validator] = field(default_factory=dict, init=False, repr=False)
+    #: protocol -> its connection config, made once: every connection of an owner
+    #: (all of a server's clients) holds the same object. Per owner, not global,
+    #: so that nothing outlives the clients that use it.
+    _configs: dict[str | None, ConnectionConfig] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.protocols = tuple(self.protocols)
@@ -96,7 +101,10 @@ class Options:
     def connection_config(self, protocol: str | None) -> ConnectionConfig:
         """The config of a connection that agreed on `protocol` (equal configs
         are one object: every idle connection holds one)."""
-        return _shared(ConnectionConfig(
+        config = self._configs.get(protocol)
+        if config is not None:
+            return config
+        config = self._configs[protocol] = ConnectionConfig(
             protocol=protocol,
             max_bad_messages=self.max_bad_messages,
             max_inbound_calls=self.max_inbound_calls,
@@ -105,9 +113,5 @@ class Options:
             write_timeout=self.write_timeout,
             respond_with_detailed_errors=self.respond_with_detailed_errors,
             validator=None if protocol is None else self.validators.get(protocol),
-        ))
-
-
-@functools.lru_cache(maxsize=128)
-def _shared(config: ConnectionConfig) -> ConnectionConfig:
-    return config
+        )
+        return config

@@ -14,26 +14,27 @@ import math
 import ssl
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
-from anyio.streams.tls import TLSAttribute, TLSStream
+from anyio.streams.tls import TLSStream
 
 from .._transport import websocket as _websocket
 from .._transport.asgi import ASGIApp
 from .._transport.close_codes import check_close_code
+from .._transport.listener import Listening, StreamUpgrade, remote_address
 from .._wire.handshake import Accept as Accept
 from .._wire.handshake import Handshake as Handshake
 from .._wire.handshake import Headers as Headers
 from .._wire.handshake import Reject as Reject
-from .._wire.handshake import make_handshake
 from .._wire.validation import Validator
+from ..errors import NotConnected
 from ..transport import Transport, Upgrade
 from .client import RPCClient
+from .cluster_link import ClusterLink, ClusterNode
 from .events import CloseResult, ClosingEvent, Observer, Observers, State, UpgradeAbortedEvent
 from .handlers import H, Handler, Handlers
 from .options import (
@@ -59,14 +60,6 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_MAX_HEADER_SIZE = 16384
 # Bound on answering a peer that is being dropped (it may not be reading).
 _REFUSAL_SEND_TIMEOUT = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Listening:
-    """A listening socket of the server."""
-
-    host: str
-    port: int
 
 
 class ServerClient(RPCClient):
@@ -137,6 +130,13 @@ class RPCServer:
     - `max_connections`: WebSocket connections at once, upgrades in progress
       included (None: no limit); beyond: 503. A client that replaces its own
       older connection (same identity) is not refused.
+
+    With ``cluster=RedisCluster(...)`` (`ocpp_rpc.cluster`) the server is a
+    node of a CSMS that spans processes and machines: entering ``async with``
+    joins the cluster, each accepted client is registered under its identity
+    before `on_client` runs (one live connection per identity across the
+    cluster: the older one is closed 1000 "replaced"), and `call` reaches a
+    charger connected to any node.
     """
 
     def __init__(
@@ -157,6 +157,7 @@ class RPCServer:
         max_connections: int | None = None,
         max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        cluster: ClusterNode | None = None,
     ) -> None:
         if isinstance(protocols, str):
             raise TypeError("protocols must be a sequence of str, not a str")
@@ -167,6 +168,8 @@ class RPCServer:
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be positive (or None: unlimited)")
         self._handshake_timeout = handshake_timeout
+        self._cluster = cluster
+        self._link: ClusterLink | None = None
         self._max_header_size = max_header_size
         self._max_connections = max_connections
         self._connection_count = 0  # upgrades past the capacity check + running clients
@@ -277,21 +280,26 @@ class RPCServer:
         self._closing = False
         self._close_done = anyio.Event()
         body_error: BaseException | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                self._task_group = tg
-                keepalive = anyio.CancelScope()
-                tg.start_soon(self._run_keepalive, keepalive)
-                try:
-                    yield self
-                except BaseException as exc:
-                    body_error = exc
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self.close()
-                    keepalive.cancel()
-        finally:
-            self._task_group = None
+        async with AsyncExitStack() as stack:
+            if self._cluster is not None:  # joined first, left after every client closed
+                link = ClusterLink(self._cluster, self._clients, self._close_clients)
+                self._link = await stack.enter_async_context(link)
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._task_group = tg
+                    keepalive = anyio.CancelScope()
+                    tg.start_soon(self._run_keepalive, keepalive)
+                    try:
+                        yield self
+                    except BaseException as exc:
+                        body_error = exc
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self.close()
+                        keepalive.cancel()
+            finally:
+                self._task_group = None
+                self._link = None
         if body_error is not None:
             raise body_error
 
@@ -300,14 +308,23 @@ class RPCServer:
             await self._timers.run()
 
     async def listen(
-        self, port: int = 0, host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> Listening:
         """Listen on `host:port` (0: any free port); returns the bound address.
-        May be called more than once."""
+        May be called more than once. `reuse_port` lets several processes
+        listen on one port (Linux ``SO_REUSEPORT``; the kernel spreads new
+        connections over them): with a cluster, they are one CSMS."""
         tg = self._task_group
         if tg is None or self._closing:
             raise RuntimeError("listen() needs a running, open server (async with RPCServer())")
-        listener: Any = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        listener: Any = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, reuse_port=reuse_port
+        )
         bound_host, bound_port = listener.extra(SocketAttribute.local_address)[:2]
         scope = anyio.CancelScope()
         self._listener_scopes.append(scope)
@@ -344,6 +361,13 @@ class RPCServer:
         for scope in (*self._listener_scopes, *self._upgrade_scopes):
             scope.cancel()
         self._listener_scopes.clear()
+        await self._close_clients(code, reason, await_pending=await_pending, force=force)
+        self._observers.emit("close", None)
+        self._close_done.set()
+
+    async def _close_clients(
+        self, code: int, reason: str, *, await_pending: bool = False, force: bool = False
+    ) -> None:
         async with anyio.create_task_group() as tg:
             for client in tuple(self._all_clients):
                 tg.start_soon(
@@ -352,8 +376,26 @@ class RPCServer:
                         await_pending=await_pending, force=force,
                     )
                 )
-        self._observers.emit("close", None)
-        self._close_done.set()
+
+    async def call(
+        self, identity: str, method: str, params: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call the charger connected as `identity` (to this server or, with a
+        cluster, to any node) and return its result.
+
+        Raises `NotConnected` at once when it is connected nowhere; else as
+        `RPCClient.call`: the charger's `RPCError`, `TimeoutError` after
+        `timeout` (default `call_timeout`; the outcome is then unknown),
+        `ConnectionClosed` if its connection ends first.
+        """
+        if timeout is None:
+            timeout = self._options.call_timeout
+        client = self._clients.get(identity)
+        if client is not None:
+            return await client.call(method, params, timeout=timeout)
+        if self._link is not None:
+            return await self._link.call(identity, method, params, timeout)
+        raise NotConnected(identity)
 
     # -- accepting -------------------------------------------------------------------
 
@@ -382,7 +424,7 @@ class RPCServer:
 
     async def _read_upgrade(
         self, stream: ByteStream, ssl_context: ssl.SSLContext | None
-    ) -> _StreamUpgrade | None:
+    ) -> StreamUpgrade | None:
         """TLS handshake and upgrade request within `handshake_timeout`; None if refused."""
         tls_done = ssl_context is None
         with anyio.move_on_after(self._handshake_timeout):
@@ -396,7 +438,7 @@ class RPCServer:
                 request = await _websocket.read_upgrade_request(
                     stream, max_header_size=self._max_header_size
                 )
-                return _StreamUpgrade(stream, request)
+                return StreamUpgrade(stream, request)
             except _websocket.HandshakeRefused as exc:  # answered already (404, 400, 431)
                 if not isinstance(exc, _websocket.HandshakeAborted):
                     self._refused(None, exc.status, exc.message)
@@ -406,7 +448,7 @@ class RPCServer:
                     error = exc.__cause__ or exc
                     logger.info(
                         "TLS handshake with %s failed: %s",
-                        _remote_address(stream), str(error) or type(error).__name__,
+                        remote_address(stream), str(error) or type(error).__name__,
                     )
                 return None
         self._refused(None, 408, "handshake timeout")
@@ -537,58 +579,28 @@ class RPCServer:
         if self._closing:  # close() started while this client was being accepted
             await transport.close(1001, "server closing")
             return
-        stale = self._clients.get(identity)
-        self._clients[identity] = client
         self._all_clients.add(client)
-        if stale is not None and self._task_group is not None:
-            self._task_group.start_soon(
-                functools.partial(stale.close, code=1000, reason="replaced")
-            )
+        link = self._link
         try:
+            if link is not None:  # registered in the cluster first (see ClusterLink)
+                refusal = await link.admit(client)
+                if refusal is None and self._closing:
+                    refusal = (1001, "server closing")
+                if refusal is not None:
+                    with anyio.CancelScope(shield=True):
+                        await transport.close(*refusal)
+                    return
+            stale = self._clients.get(identity)
+            self._clients[identity] = client
+            if stale is not None and self._task_group is not None:
+                self._task_group.start_soon(
+                    functools.partial(stale.close, code=1000, reason="replaced")
+                )
             self._observers.emit("client", client)
             await client._serve_accepted(transport, self._on_client)
         finally:
             self._all_clients.discard(client)
             if self._clients.get(identity) is client:
                 del self._clients[identity]
-
-
-class _StreamUpgrade:
-    """An upgrade request read by our own HTTP/1.1 reader from a TCP/TLS stream."""
-
-    keepalive = True
-
-    def __init__(
-        self, stream: ByteStream, request: _websocket.UpgradeRequest
-    ) -> None:
-        self._stream = stream
-        self._request = request
-
-    def handshake(self) -> Handshake:
-        request, stream = self._request, self._stream
-        return make_handshake(
-            path=request.path,
-            query_string=request.query_string,
-            headers=request.headers,
-            protocols=request.subprotocols,
-            remote_address=_remote_address(stream),
-            peer_certificate=stream.extra(TLSAttribute.peer_certificate, None),
-            peer_certificate_der=stream.extra(TLSAttribute.peer_certificate_binary, None),
-        )
-
-    async def accept(self, subprotocol: str | None, *, max_message_size: int) -> Transport:
-        return await _websocket.accept_upgrade(
-            self._stream, self._request, subprotocol=subprotocol,
-            max_message_size=max_message_size,
-        )
-
-    async def reject(self, status: int, message: str) -> None:
-        await _websocket.reject_upgrade(self._stream, status, message)
-
-
-def _remote_address(stream: ByteStream) -> tuple[str, int] | None:
-    try:
-        remote = stream.extra(SocketAttribute.remote_address)
-    except Exception:
-        return None
-    return (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None
+            if link is not None:
+                await link.unregister(client)

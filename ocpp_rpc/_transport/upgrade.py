@@ -367,7 +367,8 @@ def check_response(
     if extensions:
         raise HandshakeError(f"server selected extensions we did not offer: {extensions}")
     # 4.1 (6): only a subprotocol we offered; 4.2.2 and 4.3: one value, one header.
-    protocols = [v for k, v in headers if k == "sec-websocket-protocol"]
+    # An empty header names none (servers send it; it agrees to no subprotocol).
+    protocols = [v for k, v in headers if k == "sec-websocket-protocol" and v.strip()]
     if not protocols:
         return None
     if len(protocols) > 1 or protocols[0] not in offered:

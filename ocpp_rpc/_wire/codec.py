@@ -284,11 +284,11 @@ def encode_error(
 ) -> str:
     """A CALLERROR (or CALLRESULTERROR) frame for an `RPCError`: its `details`
     unless others are given, and its message, or when it has none its class's
-    standard `description` (a CALLERROR always says what went wrong)."""
+    standard `default_message` (a CALLERROR always says what went wrong)."""
     return encode_call_error(
         message_id,
         error.code,
-        error.message or error.description,
+        error.message or error.default_message,
         error.details if details is None else details,
         dialect,
         result_error=result_error,

@@ -164,7 +164,7 @@ class Exchange(Generic[P]):
         if isinstance(exc, RPCError):
             return exc, exc.details
         if not self.detailed_errors:
-            return RPCInternalError(), None
+            return RPCInternalError(RPCInternalError.default_message), None
         details = {
             "name": type(exc).__name__,
             "message": str(exc),

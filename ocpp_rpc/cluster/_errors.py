@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import NotConnected as NotConnected
+
 __all__ = ("ClusterUnavailable", "NotConnected")
 
 
@@ -12,15 +14,3 @@ class ClusterUnavailable(OSError):
     A call that raises it was not retried; it was delivered only in the rare
     case where Redis failed at the very moment the call was being sent.
     """
-
-
-class NotConnected(LookupError):
-    """The charger `identity` is connected nowhere in the cluster (or, for a
-    single server, not to this server): the call was not delivered."""
-
-    def __init__(self, identity: str) -> None:
-        self.identity = identity
-        super().__init__(f"{identity!r} is not connected")
-
-    def __reduce__(self) -> tuple[type[NotConnected], tuple[str]]:
-        return type(self), (self.identity,)

@@ -382,7 +382,7 @@ def test_create_rpc_error() -> None:
     assert e.message == "m" and e.details == {"a": 1}
     default = errors.create_rpc_error("NotImplemented")
     assert default.message == ""  # API.md; the standard text is the class's
-    assert default.description == errors.RPCNotImplementedError.description != ""
+    assert default.default_message == errors.RPCNotImplementedError.default_message != ""
     assert errors.create_rpc_error("X").code == "X"
 
 

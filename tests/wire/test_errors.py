@@ -27,17 +27,17 @@ def test_create_rpc_error_keeps_the_message_it_is_given(code: str) -> None:
 @pytest.mark.parametrize("cls", sorted(set(errors.ERROR_CLASSES.values()), key=str))
 def test_the_standard_descriptions_stay_on_the_classes(cls: type[errors.RPCError]) -> None:
     assert cls().message == ""
-    assert cls().description == cls.description
+    assert cls().default_message == cls.default_message
     if cls is errors.RPCGenericError:
-        assert cls.description == ""
+        assert cls.default_message == ""
     else:
-        assert cls.description.strip() and cls.description[0].isupper()
+        assert cls.default_message.strip() and cls.default_message[0].isupper()
 
 
 def test_an_unknown_code_is_a_generic_error_that_keeps_it() -> None:
     error = errors.create_rpc_error("VendorSpecific")
     assert type(error) is errors.RPCGenericError
-    assert (error.code, error.message, error.description) == ("VendorSpecific", "", "")
+    assert (error.code, error.message, error.default_message) == ("VendorSpecific", "", "")
 
 
 @pytest.mark.parametrize("code", CODES)
@@ -49,7 +49,7 @@ def test_a_callerror_without_message_carries_the_standard_description(
     CALLERROR for an error without a message says what the code means."""
     error = errors.create_rpc_error(code, details={"d": 1})
     frame = json.loads(encode_error("m1", error, dialect))
-    assert frame == [4, "m1", dialect.spell(code), type(error).description, {"d": 1}]
+    assert frame == [4, "m1", dialect.spell(code), type(error).default_message, {"d": 1}]
 
 
 def test_a_callerror_carries_the_message_and_any_details_given() -> None:
