@@ -92,6 +92,7 @@ class ClusterLink:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-"
         self._connection_ids: dict[RPCClient, str] = {}
+        self._by_connection_id: dict[str, RPCClient] = {}
         #: Clients being registered -> the close requested meanwhile (or None).
         self._admitting: dict[RPCClient, Refusal | None] = {}
         self._turns: dict[str, _Turn] = {}
@@ -126,6 +127,7 @@ class ClusterLink:
     async def _register(self, client: RPCClient) -> Refusal | None:
         connection_id = f"{self._prefix}{next(self._ids)}"
         self._connection_ids[client] = connection_id
+        self._by_connection_id[connection_id] = client
         self._admitting[client] = None
         registered = False
         try:
@@ -137,13 +139,14 @@ class ClusterLink:
         finally:
             refusal = self._admitting.pop(client, None)
             if not registered:
-                del self._connection_ids[client]
+                del self._connection_ids[client], self._by_connection_id[connection_id]
         return refusal
 
     async def unregister(self, client: RPCClient) -> None:
         """Remove `client`'s registration unless a newer one replaced it."""
         connection_id = self._connection_ids.pop(client, None)
         if connection_id is not None:
+            del self._by_connection_id[connection_id]
             with anyio.CancelScope(shield=True):
                 await self.cluster.unregister(client.identity, connection_id)
 
@@ -160,14 +163,14 @@ class ClusterLink:
         return await client.call(method, params, timeout=timeout)
 
     async def replaced(self, identity: str, connection_id: str) -> None:
-        for client, registered in tuple(self._connection_ids.items()):
-            if registered == connection_id and client.identity == identity:
-                logger.info("%r connected to another node: closing it here", identity)
-                if client in self._admitting:  # not served yet: admit() refuses it
-                    self._admitting[client] = _REPLACED
-                else:
-                    await client.close(code=_REPLACED[0], reason=_REPLACED[1])
-                return
+        client = self._by_connection_id.get(connection_id)
+        if client is None or client.identity != identity:
+            return  # closed already
+        logger.info("%r connected to another node: closing it here", identity)
+        if client in self._admitting:  # not served yet: admit() refuses it
+            self._admitting[client] = _REPLACED
+        else:
+            await client.close(code=_REPLACED[0], reason=_REPLACED[1])
 
     async def cut_off(self) -> None:
         logger.warning(

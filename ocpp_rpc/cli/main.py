@@ -4,6 +4,7 @@ Commands::
 
     ocpp-rpc demo                      a CSMS and simulated charge points, traffic shown
     ocpp-rpc serve [--port 9000]       a development CSMS; call chargers from stdin
+                  [--workers N --redis URL]  N processes on one port, one CSMS
     ocpp-rpc call URL ACTION [JSON]    one call as a charge point (or --file calls.jsonl)
     ocpp-rpc simulate URL --chargers N load a CSMS with N simulated charge points
 
@@ -19,6 +20,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -33,6 +35,9 @@ from .common import (
     UsageError,
     protocol_list,
 )
+
+#: Read for ``serve --redis`` when it is not given (the URL may hold a password).
+REDIS_ENV = "OCPP_RPC_REDIS_URL"
 
 
 def setup_logging(verbose: int) -> None:
@@ -115,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not read commands from stdin (run until SIGTERM/Ctrl-C)")
     serve.add_argument("--quiet", action="store_true",
                        help="do not print frames, only connections and results")
+    cluster = serve.add_argument_group(
+        "cluster", "several processes (and machines) as one CSMS, through Redis or Valkey "
+        "(pip install 'ocpp-rpc[redis]')")
+    cluster.add_argument("--redis", metavar="URL", default=os.environ.get(REDIS_ENV) or None,
+                         help="be a node of the cluster on this Redis: redis://[:PASSWORD@]"
+                         f"HOST:PORT/DB or rediss:// (default: ${REDIS_ENV})")
+    cluster.add_argument("--workers", type=int, default=1, metavar="N",
+                         help="run N worker processes, each a cluster node, all listening "
+                         "on the same port (SO_REUSEPORT); needs --redis (default: 1)")
+    cluster.add_argument("--redis-prefix", default="ocpp", metavar="PREFIX",
+                         help="prefix of every Redis key and channel: several CSMS can "
+                         "share one Redis (default: ocpp)")
+    cluster.add_argument("--lease", type=float, default=10.0, metavar="SECONDS",
+                         help="a node that cannot renew its lease in Redis for this long "
+                         "counts as gone (default: 10)")
+    serve.add_argument("--worker-of", help=argparse.SUPPRESS)  # internal: see cli/workers.py
     _common(serve)
 
     call = commands.add_parser(
@@ -167,9 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "chargers", 1) < 1:
         parser.error("--chargers must be at least 1")
+    if args.command == "serve":
+        _check_serve(parser, args)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for --workers' workers
     setup_logging(args.verbose)
-    runner = _command(args.command)
     try:
+        runner = _command(args)
         if args.backend == "trio" and importlib.util.find_spec("trio") is None:
             raise UsageError("--backend trio needs Trio: pip install 'ocpp-rpc[trio]'")
         return anyio.run(runner, args, backend=args.backend)
@@ -180,7 +204,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _command(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
+def _check_serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not args.redis:
+        parser.error(f"--workers {args.workers} needs --redis URL: the workers are one CSMS "
+                     "through Redis (or Valkey), e.g. --redis redis://127.0.0.1:6379/0")
+    if args.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        parser.error("--workers needs SO_REUSEPORT (Linux): run one serve --redis per port")
+    if not args.lease > 0:
+        parser.error("--lease must be a positive number of seconds")
+
+
+def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    name = args.command
+    if name == "serve" and args.workers > 1 and args.worker_of is None:
+        from .workers import serve_workers
+
+        return serve_workers
     if name == "demo":
         from .demo import demo_command
 

@@ -4,6 +4,11 @@ It accepts charge points, answers the common 1.6 / 2.0.1 actions with valid
 defaults (`CSMSDefaults`), prints every frame, and reads commands from stdin
 to call a connected charger: ``CP1 Reset {"type": "Soft"}``.
 
+With ``--redis URL`` the server is a node of a cluster (`ocpp_rpc.cluster`):
+calls by identity reach a charger on any node. ``--workers N`` runs N such
+nodes as worker processes on one port under a supervisor (`.workers`); a
+worker is this same command with ``--worker-of`` (see `WorkerOf`).
+
 User handlers come from ``--handlers MODULE`` (a module name on the current
 directory or ``sys.path``, or a ``.py`` file), each of which may define, in
 the order they are applied (later ones win, and all win over the defaults):
@@ -18,6 +23,7 @@ the order they are applied (later ones win, and all win over the defaults):
 from __future__ import annotations
 
 import argparse
+import functools
 import hmac
 import importlib
 import importlib.util
@@ -31,6 +37,8 @@ import sys
 import time
 import traceback
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,7 +49,7 @@ from anyio.abc import TaskGroup
 from .. import Handshake, Reject, RPCServer, ServerClient
 from .answers import CSMSDefaults
 from .call import error_fields, parse_call_line
-from .common import UsageError
+from .common import EXIT_CONNECT_FAILED, UsageError
 from .output import BOLD, DIM, GREEN, RED, YELLOW, Output, pretty_json
 
 #: A module-level function with such a name handles that action.
@@ -158,12 +166,19 @@ async def stdin_lines() -> AsyncIterator[str]:
 
 
 class Console:
-    """What ``serve`` prints, and its stdin commands."""
+    """What ``serve`` prints, and its stdin commands.
 
-    def __init__(self, server: RPCServer, out: Output, *, frames: bool) -> None:
+    A call by identity goes through `RPCServer.call`: with ``--redis`` it
+    reaches a charger connected to any node of the cluster. ``*`` and
+    ``list`` cover this server's own chargers.
+    """
+
+    def __init__(self, server: RPCServer, out: Output, *, frames: bool,
+                 name: str = "CSMS") -> None:
         self.server = server
         self.out = out
         self.frames = frames
+        self.name = name
         self.quit = False
         server.on("client", self.on_client)
         server.on("upgrade_aborted", self.on_refused)
@@ -178,8 +193,9 @@ class Console:
                  identity=identity, protocol=client.protocol,
                  remote_address=list(address) if address else None)
         if self.frames:
+            name = self.name
             client.on("message",
-                      lambda e: out.frame("CSMS", identity, e.outbound, e.message))
+                      lambda e: out.frame(name, identity, e.outbound, e.message))
 
         def on_close(result: Any) -> None:
             reason = f" {result.reason}" if result.reason else ""
@@ -214,17 +230,27 @@ class Console:
                 else:
                     self.start_call(calls, command)
 
+    def connected(self) -> list[tuple[str, str | None, str | None]]:
+        """(identity, protocol, node id or None) of the chargers ``*`` and
+        ``list`` cover."""
+        return [(identity, client.protocol, None)
+                for identity, client in sorted(self.server.clients.items())]
+
+    async def call_identity(self, identity: str, action: str, params: Any) -> Any:
+        return await self.server.call(identity, action, params)
+
     def list_clients(self) -> None:
-        clients = sorted(self.server.clients.items())
+        clients = self.connected()
         if self.out.json_lines:
             self.out.emit("clients", "", clients=[
-                {"identity": identity, "protocol": client.protocol}
-                for identity, client in clients])
+                {"identity": identity, "protocol": protocol}
+                | ({"node": node} if node is not None else {})
+                for identity, protocol, node in clients])
             return
         if not clients:
             self.out.write("no charger connected")
-        for identity, client in clients:
-            self.out.write(f"{identity} ({client.protocol})")
+        for identity, protocol, node in clients:
+            self.out.write(f"{identity} ({protocol})" + (f" on {node}" if node else ""))
 
     def start_call(self, calls: TaskGroup, command: str) -> None:
         identity, _, rest = command.partition(" ")
@@ -237,62 +263,148 @@ class Console:
                                                    RED), command=command, message=str(exc))
             return
         action, params = parsed
-        if identity == "*":
-            targets = list(self.server.clients.values())
-        else:
-            target = self.server.clients.get(identity)
-            targets = [] if target is None else [target]
+        targets = [entry[0] for entry in self.connected()] if identity == "*" else [identity]
         if not targets:
-            self.out.emit("error", self.out.style(f"no charger {identity} connected", RED),
+            self.out.emit("error", self.out.style("no charger connected", RED),
                           identity=identity, action=action, code="NotConnected",
-                          message="no such charger connected", details={})
-        for client in targets:
-            calls.start_soon(self.call, client, action, params)
+                          message="no charger connected", details={})
+        for target in targets:
+            calls.start_soon(self.call, target, action, params)
 
-    async def call(self, client: ServerClient, action: str, params: Any) -> None:
+    async def call(self, identity: str, action: str, params: Any) -> None:
         out = self.out
         started = time.perf_counter()
         try:
-            result = await client.call(action, params)
-        except Exception as exc:  # RPCError, TimeoutError, ConnectionClosed, ...
+            result = await self.call_identity(identity, action, params)
+        except Exception as exc:  # RPCError, TimeoutError, ConnectionClosed, NotConnected...
             fields = error_fields(exc)
             ms = (time.perf_counter() - started) * 1000
             out.emit("error",
-                     out.style(f"{client.identity} {action} failed: {fields['code']}: "
+                     out.style(f"{identity} {action} failed: {fields['code']}: "
                                f"{fields['message']}", RED),
-                     identity=client.identity, action=action, ms=round(ms, 3), **fields)
+                     identity=identity, action=action, ms=round(ms, 3), **fields)
             return
         ms = (time.perf_counter() - started) * 1000
         out.emit("result",
-                 f"{client.identity} {action} -> {pretty_json(result, indent=False)}  "
+                 f"{identity} {action} -> {pretty_json(result, indent=False)}  "
                  + out.style(f"{ms:.1f} ms", DIM),
-                 identity=client.identity, action=action, result=result, ms=round(ms, 3))
+                 identity=identity, action=action, result=result, ms=round(ms, 3))
 
 
-async def _wait_for_signal(stop: anyio.Event, out: Output) -> None:
+async def _wait_for_signal(stop: anyio.Event, out: Output | None, *, keep: bool = False) -> None:
+    """Set `stop` at SIGTERM or SIGINT. With `keep`, go on receiving (and
+    ignoring) them until cancelled: a worker may get one from its terminal's
+    process group and one forwarded by its parent, and must not die of the
+    second while it closes its connections."""
     if sys.platform == "win32":  # pragma: no cover - Ctrl-C raises KeyboardInterrupt there
         return
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            out.emit("signal", out.style(f"{signal.Signals(signum).name}: stopping", DIM),
-                     signal=signal.Signals(signum).name)
+            if out is not None and not stop.is_set():
+                out.emit("signal", out.style(f"{signal.Signals(signum).name}: stopping", DIM),
+                         signal=signal.Signals(signum).name)
             stop.set()
-            return
+            if not keep:
+                return
+
+
+@dataclass(frozen=True)
+class WorkerOf:
+    """``--worker-of PARENT_PID:READY_FD:INDEX``: this ``serve`` is worker
+    `index` of ``serve --workers`` (see `ocpp_rpc.cli.workers`): it listens
+    with ``reuse_port``, reports ``"<index> <node id> <pid>"`` on `ready_fd`
+    once it listens, and stops when its parent does."""
+
+    parent: int
+    ready_fd: int
+    index: int
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerOf:
+        try:
+            parent, ready_fd, index = (int(part) for part in text.split(":"))
+        except ValueError:
+            raise UsageError(f"--worker-of {text!r}: expected PID:FD:INDEX") from None
+        return cls(parent, ready_fd, index)
+
+    def report_ready(self, node_id: str) -> None:
+        try:
+            os.write(self.ready_fd, f"{self.index} {node_id} {os.getpid()}\n".encode())
+        finally:
+            os.close(self.ready_fd)
+
+    async def watch_parent(self, stop: anyio.Event) -> None:
+        """Set `stop` once the parent is gone (killed without forwarding)."""
+        while os.getppid() == self.parent:  # noqa: ASYNC110 - no event to wait for
+            await anyio.sleep(0.5)
+        stop.set()
+
+
+class WorkerOutput(Output):
+    """A worker's output: every event says which worker it comes from."""
+
+    def __init__(self, index: int, *, json_lines: bool) -> None:
+        super().__init__(json_lines=json_lines)
+        self.index = index
+
+    def emit(self, kind: str, text: str, /, **fields: Any) -> None:
+        super().emit(kind, f"[worker {self.index}] {text}", worker=self.index, **fields)
+
+
+def make_cluster(args: argparse.Namespace) -> Any:
+    """The `RedisCluster` of ``--redis`` (None without it)."""
+    if not args.redis:
+        return None
+    try:
+        from ..cluster import RedisCluster
+
+        return RedisCluster(args.redis, prefix=args.redis_prefix, lease=args.lease)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--redis: {exc}") from None
 
 
 async def serve_command(args: argparse.Namespace) -> int:
-    """``ocpp-rpc serve``."""
-    out = Output(json_lines=args.json)
+    """``ocpp-rpc serve``: one server (a cluster node with ``--redis``), or a
+    worker of ``--workers N`` (``--worker-of``; the supervisor is
+    `ocpp_rpc.cli.workers.serve_workers`)."""
+    worker = None if args.worker_of is None else WorkerOf.parse(args.worker_of)
+    stop = anyio.Event()
+    failure: BaseException | None = None
+    status = 0
+    async with anyio.create_task_group() as watchers:
+        out: Output = Output(json_lines=args.json)
+        if worker is not None:
+            out = WorkerOutput(worker.index, json_lines=args.json)
+            watchers.start_soon(worker.watch_parent, stop)
+        # Signals are watched for the whole run, the closing included.
+        watchers.start_soon(functools.partial(
+            _wait_for_signal, stop, None if worker else out, keep=worker is not None))
+        try:
+            status = await _serve(args, out, worker, stop)
+        except Exception as exc:  # raised out of the task group below, not in a group
+            failure = exc
+        finally:
+            watchers.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return status
+
+
+async def _serve(
+    args: argparse.Namespace, out: Output, worker: WorkerOf | None, stop: anyio.Event
+) -> int:
     ssl_context = server_ssl_context(args)
+    cluster = make_cluster(args)
     try:
         server = RPCServer(protocols=args.protocols, strict_mode=args.strict,
-                           respond_with_detailed_errors=True)
+                           respond_with_detailed_errors=True, cluster=cluster)
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise UsageError(str(exc) or type(exc).__name__) from None
     CSMSDefaults(heartbeat_interval=args.heartbeat_interval).register(server)
     if args.password:
         server.auth(password_auth(args.password))
-    console = Console(server, out, frames=not args.quiet)
+    name = "CSMS" if worker is None else f"CSMS/{worker.index}"
+    console = Console(server, out, frames=not args.quiet, name=name)
     for spec in args.handlers:
         try:
             module = import_handlers_module(spec)
@@ -302,36 +414,57 @@ async def serve_command(args: argparse.Namespace) -> int:
         except Exception as exc:
             traceback.print_exc()
             raise UsageError(f"--handlers {spec}: {type(exc).__name__}: {exc}") from None
-        out.emit("handlers", out.style(
-            f"handlers from {spec}: {', '.join(actions) or 'register(server)'}", DIM),
-            module=spec, actions=actions)
+        if worker is None or worker.index == 1:
+            out.emit("handlers", out.style(
+                f"handlers from {spec}: {', '.join(actions) or 'register(server)'}", DIM),
+                module=spec, actions=actions)
 
-    async with server:
+    async with AsyncExitStack() as stack:
         try:
-            listening = await server.listen(args.port, args.host, ssl_context=ssl_context)
+            await stack.enter_async_context(server)
+        except OSError as exc:  # ClusterUnavailable: Redis cannot be reached
+            print(f"ocpp-rpc serve: error: cannot join the cluster: {exc}", file=sys.stderr)
+            return EXIT_CONNECT_FAILED
+        try:
+            listening = await server.listen(args.port, args.host, ssl_context=ssl_context,
+                                            reuse_port=worker is not None)
         except OSError as exc:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
-        scheme = "wss" if ssl_context else "ws"
-        host = f"[{listening.host}]" if ":" in listening.host else listening.host
-        url = f"{scheme}://{host}:{listening.port}"
-        protocols = ", ".join(args.protocols) or "any"
-        out.emit("listening", out.style(
-            f"listening on {url} (chargers connect to {url}/ocpp/<identity>; "
-            f"protocols: {protocols})", BOLD),
-                 host=listening.host, port=listening.port, url=url,
-                 protocols=list(args.protocols))
-        if not args.no_stdin and not args.json:
-            out.write(out.style("type 'CP1 Reset {\"type\": \"Soft\"}' to call a charger, "
-                                "'help' for more", DIM))
-        stop = anyio.Event()
+        if worker is not None:
+            try:
+                worker.report_ready(cluster.node_id)
+            except OSError:  # the parent is gone
+                stop.set()
+        else:
+            _announce(args, out, listening, ssl_context, cluster)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_wait_for_signal, stop, out)
-            if not args.no_stdin:
+            if not args.no_stdin and worker is None:
                 tasks.start_soon(_run_console, console, stop)
             await stop.wait()
             tasks.cancel_scope.cancel()
-    out.emit("stopped", out.style("stopped", DIM))
+    if worker is None:
+        out.emit("stopped", out.style("stopped", DIM))
     return 0
+
+
+def _announce(
+    args: argparse.Namespace, out: Output, listening: Any, ssl_context: ssl.SSLContext | None,
+    cluster: Any,
+) -> None:
+    scheme = "wss" if ssl_context else "ws"
+    host = f"[{listening.host}]" if ":" in listening.host else listening.host
+    url = f"{scheme}://{host}:{listening.port}"
+    protocols = ", ".join(args.protocols) or "any"
+    node = {} if cluster is None else {"node": cluster.node_id}
+    text = (f"listening on {url} (chargers connect to {url}/ocpp/<identity>; "
+            f"protocols: {protocols})")
+    if cluster is not None:
+        text += f"; cluster node {cluster.node_id}"
+    out.emit("listening", out.style(text, BOLD), host=listening.host, port=listening.port,
+             url=url, protocols=list(args.protocols), **node)
+    if not args.no_stdin and not args.json:
+        out.write(out.style("type 'CP1 Reset {\"type\": \"Soft\"}' to call a charger, "
+                            "'help' for more", DIM))
 
 
 def stdin_is_interactive() -> bool:
