@@ -1,8 +1,10 @@
-"""Shared helpers of the fault, stateful and fuzz tests: one of our endpoints
-facing the raw peer of `rawpeer`, handler bookkeeping, task and memory gauges."""
+"""Shared helpers of the tests: a running server and clients for it, one of our
+endpoints facing the raw peer of `rawpeer`, handler bookkeeping, task and
+memory gauges, TLS contexts."""
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +14,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketAttribute
+from hypothesis import strategies as st
 from rawpeer import RawPeer, raw_client, raw_server
 
 from ocpp_rpc import Call, RPCClient, RPCServer, ServerClient
@@ -44,6 +47,26 @@ async def wait_until(predicate: Callable[[], bool], interval: float = 0.005) -> 
     """Poll `predicate` (state of many endpoints at once, which no one event tells)."""
     while not predicate():  # noqa: ASYNC110
         await anyio.sleep(interval)
+
+
+@asynccontextmanager
+async def serving(
+    ssl_context: ssl.SSLContext | None = None, *, path: str = "", **options: Any
+) -> AsyncIterator[tuple[RPCServer, str]]:
+    """A running RPCServer (keep-alive off unless asked) on 127.0.0.1 and its
+    URL: ws://, or wss:// with `ssl_context`, ending in `path`."""
+    options.setdefault("ping_interval", None)
+    async with RPCServer(**options) as server:
+        listening = await server.listen(ssl_context=ssl_context)
+        scheme = "ws" if ssl_context is None else "wss"
+        yield server, f"{scheme}://{listening.host}:{listening.port}{path}"
+
+
+def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
+    """An RPCClient of `url`: keep-alive off and no reconnecting unless asked."""
+    options.setdefault("ping_interval", None)
+    options.setdefault("reconnect", False)
+    return RPCClient(url, identity, **options)
 
 
 def offered(protocol: str | None) -> list[str]:
@@ -189,3 +212,77 @@ def tls_contexts(host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client = ssl.create_default_context()
     ca.configure_trust(client)
     return server, client
+
+
+# -- hostile messages, and the wire table's verdict on them ------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=4),
+    max_leaves=8,
+)
+TEMPLATES: list[list[Any]] = [
+    [2, "c1", "Echo", {"a": 1}],
+    [2, "c2", "Nope", {}],
+    [3, "r1", {"x": 1}],
+    [4, "e1", "GenericError", "oops", {}],
+    [5, "e2", "GenericError", "oops", {}],
+    [6, "s1", "Echo", {}],
+]
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn) -> str:
+    """A valid OCPP-J frame, changed in one way."""
+    frame = list(draw(st.sampled_from(TEMPLATES)))
+    how = draw(st.sampled_from(["none", "drop", "insert", "replace", "truncate", "type"]))
+    if how == "drop":
+        del frame[draw(st.integers(0, len(frame) - 1))]
+    elif how == "insert":
+        frame.insert(draw(st.integers(0, len(frame))), draw(json_values))
+    elif how == "replace":
+        frame[draw(st.integers(0, len(frame) - 1))] = draw(json_values)
+    elif how == "type":
+        frame[0] = draw(st.sampled_from([0, 1, 2.0, 7, -1, 2**64, "2", None]))
+    text = json.dumps(frame)
+    if how == "truncate":
+        text = text[: draw(st.integers(0, len(text) - 1))]
+    return text
+
+
+#: WebSocket messages a hostile peer sends: bytes, text, JSON, mutated OCPP-J frames.
+hostile_messages: st.SearchStrategy[str | bytes] = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=40),
+    json_values.map(json.dumps),
+    mutated_frames(),
+    mutated_frames(),
+)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def is_good(message: str | bytes, protocol: str | None) -> bool | None:
+    """The wire table's verdict, modelled without ocpp_rpc: True for a good
+    message (a well-formed CALL, or SEND from 2.1 on), None for an empty one,
+    False for a bad one (with no call of ours pending, every response is bad)."""
+    if not message:
+        return None
+    try:
+        text = message.decode() if isinstance(message, bytes) else message
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return False
+    if type(value) is not list or not value:
+        return False
+    kind = value[0]
+    if type(kind) is float and kind.is_integer():
+        kind = int(kind)
+    rpc21 = protocol in ("ocpp2.1", None)
+    if type(kind) is not int or not (kind == 2 or (kind == 6 and rpc21)):
+        return False
+    return len(value) == 4 and type(value[1]) is str and type(value[2]) is str

@@ -13,9 +13,10 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import harness
 import pytest
 from anyio.abc import SocketAttribute
-from harness import Accepted, Blocker, Outcome
+from harness import Accepted, Blocker, Outcome, echo, free_port, serving
 from wsproto.utilities import generate_accept_token
 
 from ocpp_rpc import (
@@ -56,18 +57,9 @@ FAST = Backoff(initial=0.01, maximum=0.05)
 # -- helpers -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(**options: Any) -> AsyncIterator[tuple[RPCServer, str]]:
-    """A running RPCServer (keep-alive off unless asked) and its ws:// URL."""
-    options.setdefault("ping_interval", None)
-    async with RPCServer(**options) as server:
-        listening = await server.listen()
-        yield server, f"ws://{listening.host}:{listening.port}"
+#: The clients of this file keep RPCClient's default of reconnecting unless told otherwise.
+make_client = functools.partial(harness.make_client, reconnect=True)
 
-
-def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
-    options.setdefault("ping_interval", None)
-    return RPCClient(url, identity, **options)
 
 class Recorder:
     """Records the payloads of some events of a client, in order."""
@@ -93,18 +85,6 @@ class Recorder:
         while len(self.of(name)) < count:
             await self._changed.wait()
         return self.of(name)
-
-async def free_port() -> int:
-    """A local TCP port nobody listens on."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = int(listener.extra(SocketAttribute.local_port))
-    await listener.aclose()
-    return port
-
-
-def echo(call: Call) -> Any:
-    return call.params
-
 
 class SilentPeer:
     """A raw TCP server that completes the WebSocket upgrade by hand, sends the
@@ -414,13 +394,6 @@ async def test_handler_exception_answers_detailed_internal_error_when_asked() ->
             assert "Traceback" in json.dumps(info.value.details)
 
 
-async def test_call_without_peer_handler_raises_not_implemented() -> None:
-    with anyio.fail_after(5):
-        async with serving() as (_, url), make_client(url) as client:
-            with pytest.raises(RPCNotImplementedError):
-                await client.call("Unknown")
-
-
 async def test_call_after_close_raises_connection_closed() -> None:
     with anyio.fail_after(5):
         async with serving() as (_, url):
@@ -619,59 +592,6 @@ async def test_calls_while_reconnecting_are_queued_until_open() -> None:
                 # Both calls went out only after the second "open".
                 names = [n for n in recorder.names() if n != "disconnect"]
                 assert names == ["open", "open", "call", "call"]
-
-
-async def test_no_reply_call_returns_none_and_its_answer_is_unexpected() -> None:
-    with anyio.fail_after(5):
-        async with serving() as (server, url):
-            server.handle("Echo", echo)
-            client = make_client(url)
-            recorder = Recorder(client, "unexpected_response", "call")
-            async with client:
-                assert await client.call("Echo", {"v": 1}, no_reply=True) is None
-                (payload,) = await recorder.wait_for("unexpected_response")
-                (sent,) = recorder.of("call")
-                assert payload == [3, sent.payload[1], {"v": 1}]
-
-
-async def test_send_is_never_answered_and_skips_the_concurrency_limit() -> None:
-    with anyio.fail_after(5):
-        async with serving(protocols=["ocpp2.1"]) as (server, url):
-            slow = Blocker(result={})
-            server.handle("Slow", slow)
-            notified: list[Call] = []
-            got_notify = anyio.Event()
-
-            def notify(call: Call) -> dict[str, Any]:
-                notified.append(call)
-                got_notify.set()
-                return {"ignored": True}
-
-            server.handle("Notify", notify)
-            client = make_client(url, protocols=["ocpp2.1"], call_concurrency=1)
-            recorder = Recorder(client, "message")
-            async with client:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(client.call, "Slow")
-                    await slow.started.wait()
-                    assert await client.send("Notify", {"n": 1}) is None
-                    await got_notify.wait()
-                    slow.release.set()
-                assert await client.send("Notify") is None
-            assert [(c.method, c.params) for c in notified] == [
-                ("Notify", {"n": 1}),
-                ("Notify", {}),
-            ]
-            inbound = [json.loads(m.message) for m in recorder.of("message") if not m.outbound]
-            assert [m[0] for m in inbound] == [3]  # only the answer to Slow
-
-
-async def test_send_is_refused_before_ocpp21() -> None:
-    with anyio.fail_after(5):
-        async with serving(protocols=["ocpp2.0.1"]) as (_, url):
-            async with make_client(url, protocols=["ocpp2.0.1"]) as client:
-                with pytest.raises(ValueError):
-                    await client.send("Notify", {})
 
 
 async def test_send_raw_sends_the_frame_as_given() -> None:

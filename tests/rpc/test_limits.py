@@ -10,36 +10,31 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
 from anyio.abc import ByteStream
-from harness import tls_contexts
+from harness import echo, make_client, serving, tls_contexts
 
-from ocpp_rpc import CloseResult, ConnectError, Handshake, RPCClient, RPCServer, ServerClient
+from ocpp_rpc import CloseResult, ConnectError, Handshake, RPCServer, ServerClient
 
 pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def serving(
+async def limited(
     ssl_context: ssl.SSLContext | None = None, **options: Any
 ) -> AsyncIterator[tuple[RPCServer, str, int, list[Any]]]:
-    """A running server, its ws(s):// URL, port, and its `upgrade_aborted` events."""
-    options.setdefault("ping_interval", None)
-    async with RPCServer(**options) as server:
+    """`harness.serving` with an Echo handler: the server, its ws(s):// URL,
+    port, and its `upgrade_aborted` events."""
+    async with serving(ssl_context, path="/ocpp", **options) as (server, url):
         aborted: list[Any] = []
         server.on("upgrade_aborted", aborted.append)
-        server.handle("Echo", lambda call: call.params)
-        listening = await server.listen(ssl_context=ssl_context)
-        scheme = "wss" if ssl_context else "ws"
-        yield server, f"{scheme}://127.0.0.1:{listening.port}/ocpp", listening.port, aborted
-
-
-def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
-    options.setdefault("ping_interval", None)
-    options.setdefault("reconnect", False)
-    return RPCClient(url, identity, **options)
+        server.handle("Echo", echo)
+        port = urlsplit(url).port
+        assert port is not None
+        yield server, url, port, aborted
 
 
 async def assert_serves_others(url: str, identity: str = "bystander", **options: Any) -> None:
@@ -73,7 +68,7 @@ async def test_slow_loris_upgrade_gets_408_and_is_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with anyio.fail_after(5), caplog.at_level(logging.INFO, logger="ocpp_rpc"):
-        async with serving(handshake_timeout=0.2) as (_server, url, port, aborted):
+        async with limited(handshake_timeout=0.2) as (_server, url, port, aborted):
             async with await anyio.connect_tcp("127.0.0.1", port) as loris:
                 await loris.send(b"GET /ocpp/cp1 HTTP/1.1\r\nHost: x\r\nUpgrade: web")  # ...
                 await assert_serves_others(url)  # while the loris hangs on
@@ -88,7 +83,7 @@ async def test_slow_loris_upgrade_gets_408_and_is_dropped(
 
 async def test_silent_connection_is_dropped_after_the_handshake_timeout() -> None:
     with anyio.fail_after(5):
-        async with serving(handshake_timeout=0.2) as (_server, url, port, aborted):
+        async with limited(handshake_timeout=0.2) as (_server, url, port, aborted):
             async with await anyio.connect_tcp("127.0.0.1", port) as silent:
                 assert (await read_until_eof(silent)).startswith(b"HTTP/1.1 408 ")
             assert [a.status for a in aborted] == [408]
@@ -98,7 +93,7 @@ async def test_silent_connection_is_dropped_after_the_handshake_timeout() -> Non
 async def test_slow_loris_tls_handshake_is_dropped() -> None:
     server_context, client_context = tls_contexts("127.0.0.1")
     with anyio.fail_after(5):
-        async with serving(server_context, handshake_timeout=0.2) as (_, url, port, aborted):
+        async with limited(server_context, handshake_timeout=0.2) as (_, url, port, aborted):
             async with await anyio.connect_tcp("127.0.0.1", port) as loris:
                 await loris.send(b"\x16\x03\x01")  # the start of a ClientHello, no more
                 await assert_serves_others(url, ssl_context=client_context)
@@ -108,7 +103,7 @@ async def test_slow_loris_tls_handshake_is_dropped() -> None:
 
 async def test_handshake_timeout_does_not_limit_the_auth_hook() -> None:
     with anyio.fail_after(5):
-        async with serving(handshake_timeout=0.1) as (server, url, _port, aborted):
+        async with limited(handshake_timeout=0.1) as (server, url, _port, aborted):
 
             @server.auth
             async def auth(handshake: Handshake) -> None:
@@ -123,7 +118,7 @@ async def test_handshake_timeout_does_not_limit_the_auth_hook() -> None:
 
 async def test_oversized_headers_get_431(caplog: pytest.LogCaptureFixture) -> None:
     with anyio.fail_after(5), caplog.at_level(logging.INFO, logger="ocpp_rpc"):
-        async with serving(max_header_size=1024) as (_server, url, port, aborted):
+        async with limited(max_header_size=1024) as (_server, url, port, aborted):
             # A head that never ends, and a complete one that is too big.
             incomplete = b"GET /ocpp/cp1 HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 2000
             complete = incomplete + b"\r\n\r\n"
@@ -147,7 +142,7 @@ async def test_oversized_message_closes_that_client_with_1009(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with anyio.fail_after(5), caplog.at_level(logging.INFO, logger="ocpp_rpc"):
-        async with serving(max_message_size=1000) as (server, url, _port, _aborted):
+        async with limited(max_message_size=1000) as (server, url, _port, _aborted):
             closed: list[CloseResult] = []
             server.on("client", lambda client: client.on("close", closed.append))
             async with make_client(url, "bystander") as bystander:
@@ -167,7 +162,7 @@ async def test_connections_beyond_max_connections_get_503(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with anyio.fail_after(5), caplog.at_level(logging.INFO, logger="ocpp_rpc"):
-        async with serving(max_connections=2) as (server, url, _port, aborted):
+        async with limited(max_connections=2) as (server, url, _port, aborted):
             async with make_client(url, "a"), make_client(url, "b") as b:
                 with pytest.raises(ConnectError) as info:
                     async with make_client(url, "c"):
@@ -185,7 +180,7 @@ async def test_connections_beyond_max_connections_get_503(
 
 async def test_a_reconnect_replacing_its_own_connection_is_let_in_at_the_limit() -> None:
     with anyio.fail_after(5):
-        async with serving(max_connections=1) as (server, url, _port, aborted):
+        async with limited(max_connections=1) as (server, url, _port, aborted):
             async with make_client(url, "a") as first:
                 async with make_client(url, "a") as second:
                     assert (await first.wait_closed()) == CloseResult(1000, "replaced")
@@ -196,7 +191,7 @@ async def test_a_reconnect_replacing_its_own_connection_is_let_in_at_the_limit()
 
 async def test_upgrades_in_progress_count_towards_max_connections() -> None:
     with anyio.fail_after(5):
-        async with serving(max_connections=1) as (server, url, _port, _aborted):
+        async with limited(max_connections=1) as (server, url, _port, _aborted):
             in_auth, release = anyio.Event(), anyio.Event()
 
             @server.auth
@@ -221,7 +216,7 @@ async def test_upgrades_in_progress_count_towards_max_connections() -> None:
 
 async def test_refused_upgrades_give_their_slot_back() -> None:
     with anyio.fail_after(5):
-        async with serving(max_connections=1, protocols=["ocpp2.0.1"]) as (
+        async with limited(max_connections=1, protocols=["ocpp2.0.1"]) as (
             server, url, _port, _aborted,
         ):
             for _ in range(3):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
-from harness import Accepted, Blocker, Outcome
+from harness import Accepted, Blocker, Outcome, make_client, serving
 
 from ocpp_rpc import (
     Accept,
@@ -34,20 +32,6 @@ pytestmark = pytest.mark.anyio
 
 # -- helpers -------------------------------------------------------------------------
 
-
-@asynccontextmanager
-async def serving(**options: Any) -> AsyncIterator[tuple[RPCServer, str]]:
-    """A running RPCServer (keep-alive off unless asked) and its ws:// URL."""
-    options.setdefault("ping_interval", None)
-    async with RPCServer(**options) as server:
-        listening = await server.listen()
-        yield server, f"ws://{listening.host}:{listening.port}"
-
-
-def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:
-    options.setdefault("ping_interval", None)
-    options.setdefault("reconnect", False)
-    return RPCClient(url, identity, **options)
 
 async def http_exchange(port: int, request: bytes) -> bytes:
     """Send a raw HTTP request; return the response head (and what came with it)."""

@@ -42,6 +42,8 @@ from ocpp_rpc import (
     RPCServer,
     State,
 )
+from ocpp_rpc._transport import websocket
+from ocpp_rpc.transport import Transport
 
 pytestmark = pytest.mark.anyio
 
@@ -419,22 +421,23 @@ async def test_close_racing_a_finished_reconnect_releases_the_unused_connection(
     with anyio.fail_after(5):
         async with RPCServer(ping_interval=None) as server:
             listening = await server.listen()
-            client = RPCClient(f"ws://{listening.host}:{listening.port}", "cp1",
-                               ping_interval=None, backoff=Backoff(initial=0.01, maximum=0.01))
-            connect = client._connect
             connects = 0
+            closing = anyio.Event()
 
-            async def connect_and_race_close(protocols: Any) -> Any:
+            async def dial_and_race_close(url: str, **options: Any) -> Transport:
                 nonlocal connects
-                transport = await connect(protocols)
+                transport = await websocket.connect(url, **options)
                 connects += 1
                 if connects == 2:  # the reconnect: close() comes now
                     tg.start_soon(client.close)
                     with anyio.CancelScope(shield=True):
-                        await wait_until(lambda: client._close_started)
+                        await closing.wait()
                 return transport
 
-            client._connect = connect_and_race_close  # type: ignore[method-assign]
+            client = RPCClient(f"ws://{listening.host}:{listening.port}", "cp1",
+                               ping_interval=None, backoff=Backoff(initial=0.01, maximum=0.01),
+                               dialer=dial_and_race_close)
+            client.on("closing", lambda _: closing.set())
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 async with anyio.create_task_group() as tg, client:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import socket
 import ssl
+import sys
+import termios
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +20,7 @@ import anyio.streams.stapled
 import pytest
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
-from harness import tls_contexts
+from harness import tls_contexts, wait_until
 from wsproto.connection import ConnectionType
 
 from ocpp_rpc._transport.streams import (
@@ -158,27 +161,43 @@ async def test_the_tcp_stream_under_tls_is_swapped_too() -> None:
             assert await tls_client.receive() == b"answer"
 
 
+def unread(stream: anyio.abc.SocketStream) -> int:
+    """Bytes waiting in the socket of `stream`, not yet read."""
+    sock = stream.extra(SocketAttribute.raw_socket)
+    return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)), sys.byteorder)
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_receives_that_never_wait_still_yield_now_and_then() -> None:
+    import trio
+
+    class Steps(trio.abc.Instrument):
+        """Counts the times the scheduler resumes `task`: each is one yield of it."""
+
+        def __init__(self, task: trio.lowlevel.Task) -> None:
+            self.task = task
+            self.count = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.count += task is self.task
+
     async with tcp_pair() as (client, server):
         fast = adopt_socket_stream(server)
         assert isinstance(fast, TrioSocketStream)
-        await client.send(b"x" * (4 * _YIELD_EVERY + 1))
-        await anyio.sleep(0.05)  # all of it waits in the socket
-        checkpoints = 0
-        checkpoint = fast._checkpoint
-
-        async def counting() -> None:
-            nonlocal checkpoints
-            checkpoints += 1
-            await checkpoint()
-
-        fast._checkpoint = counting  # type: ignore[method-assign]
-        # The checkpoint comes before the recv that follows 16 immediate ones
-        # (a cancellation there loses no bytes).
-        for _ in range(4 * _YIELD_EVERY + 1):
-            assert await fast.receive(1) == b"x"
-        assert checkpoints == 4
+        size = 4 * _YIELD_EVERY + 1
+        await client.send(b"x" * size)
+        with anyio.fail_after(2):
+            await wait_until(lambda: unread(server) == size)  # all of it waits in the socket
+        steps = Steps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            # A yield comes before the recv that follows 16 immediate ones
+            # (a cancellation there loses no bytes), and nowhere else.
+            for _ in range(size):
+                assert await fast.receive(1) == b"x"
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.count == 4
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
@@ -292,9 +311,10 @@ async def test_trio_cancelled_receive_does_not_lose_bytes() -> None:
 async def test_a_send_waiting_when_the_stream_is_closed_is_told_so() -> None:
     """anyio's contract (and its own SocketStream): a send interrupted by aclose()
     raises ClosedResourceError; it must not return as if the bytes were sent."""
-    async with tcp_pair() as (_client, server):
+    async with tcp_pair() as (client, server):
         fast = adopt_socket_stream(server)
         outcome: list[object] = []
+        told = anyio.Event()
 
         async def writer() -> None:
             sends = 0
@@ -309,14 +329,28 @@ async def test_a_send_waiting_when_the_stream_is_closed_is_told_so() -> None:
                 outcome.append(exc)
             except Exception as exc:
                 outcome.append(exc)
+            finally:
+                told.set()
+
+        def send_waits() -> bool:
+            if isinstance(fast, AsyncioSocketStream):
+                return fast._write_waiter is not None
+            assert isinstance(fast, TrioSocketStream)
+            return fast._sending  # a send that does not wait never yields to this task
+
+        async def peer_reads() -> None:  # so that aclose() flushes at once, not in 2 s
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    await client.receive()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer)
-            await anyio.sleep(0.2)  # the writer now waits for the peer to read
-            await fast.aclose()
             with anyio.fail_after(5):
-                while not outcome:  # noqa: ASYNC110
-                    await anyio.sleep(0.01)
+                await wait_until(send_waits)  # the writer now waits for the peer to read
+            tg.start_soon(peer_reads)  # runs once aclose() waits: its wake-up came first
+            await fast.aclose()
+            with anyio.fail_after(1):
+                await told.wait()
         assert len(outcome) == 1 and isinstance(outcome[0], anyio.ClosedResourceError), outcome
 
 

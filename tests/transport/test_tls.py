@@ -8,13 +8,12 @@ import base64
 import hmac
 import logging
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 import trustme
+from harness import make_client, serving
 from rawpeer import raw_client
 
 from ocpp_rpc import (
@@ -22,8 +21,6 @@ from ocpp_rpc import (
     ConnectError,
     Handshake,
     Reject,
-    RPCClient,
-    RPCServer,
     ServerClient,
 )
 
@@ -82,33 +79,20 @@ def common_name(certificate: dict[str, Any] | None) -> str | None:
     return None
 
 
-@asynccontextmanager
-async def serving(context: ssl.SSLContext | None, **options: Any) -> AsyncIterator[
-    tuple[RPCServer, str]
-]:
-    options.setdefault("ping_interval", None)
-    async with RPCServer(**options) as server:
-        listening = await server.listen(ssl_context=context)
-        scheme = "ws" if context is None else "wss"
-        yield server, f"{scheme}://{listening.host}:{listening.port}/ocpp"
-
-
-def make_client(url: str, identity: str = "CP001", **options: Any) -> RPCClient:
-    options.setdefault("ping_interval", None)
-    options.setdefault("reconnect", False)
-    return RPCClient(url, identity, **options)
-
-
 # -- TLS (profile 2) ---------------------------------------------------------------------------
 
 
 async def test_wss_server_and_client_call_both_ways(ca: trustme.CA) -> None:
     with anyio.fail_after(5):
-        async with serving(server_context(ca), protocols=["ocpp2.0.1"]) as (server, url):
+        async with serving(
+            server_context(ca), path="/ocpp", protocols=["ocpp2.0.1"]
+        ) as (server, url):
             accepted: list[ServerClient] = []
             server.on("client", accepted.append)
             server.handle("Heartbeat", lambda call: {"currentTime": "now"})
-            client = make_client(url, protocols=["ocpp2.0.1"], ssl_context=client_context(ca))
+            client = make_client(
+                url, "CP001", protocols=["ocpp2.0.1"], ssl_context=client_context(ca)
+            )
             client.handle("Reset", lambda call: {"status": "Accepted"})
             async with client:
                 assert await client.call("Heartbeat") == {"currentTime": "now"}
@@ -124,13 +108,13 @@ async def test_client_refuses_a_server_certificate_from_an_unknown_ca(
     ca: trustme.CA, other_ca: trustme.CA
 ) -> None:
     with anyio.fail_after(5):
-        async with serving(server_context(ca)) as (_server, url):
+        async with serving(server_context(ca), path="/ocpp") as (_server, url):
             with pytest.raises(ConnectError) as info:
-                async with make_client(url, ssl_context=client_context(other_ca)):
+                async with make_client(url, "CP001", ssl_context=client_context(other_ca)):
                     pytest.fail("trusted a certificate of an unknown CA")
             assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
             assert info.value.status is None
-            async with make_client(url, ssl_context=client_context(ca)):
+            async with make_client(url, "CP001", ssl_context=client_context(ca)):
                 pass  # the server is unharmed
 
 
@@ -138,9 +122,9 @@ async def test_client_checks_the_server_hostname(ca: trustme.CA) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("csms.example").configure_cert(context)  # not 127.0.0.1
     with anyio.fail_after(5):
-        async with serving(context) as (_, url):
+        async with serving(context, path="/ocpp") as (_, url):
             with pytest.raises(ConnectError) as info:
-                async with make_client(url, ssl_context=client_context(ca)):
+                async with make_client(url, "CP001", ssl_context=client_context(ca)):
                     pytest.fail("accepted a certificate for another host")
             assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
 
@@ -152,7 +136,7 @@ async def test_mtls_client_certificate_is_visible_in_the_handshake(ca: trustme.C
     certificate = charge_point_certificate(ca, "CP001")
     seen: list[Handshake] = []
     with anyio.fail_after(5):
-        async with serving(server_context(ca, client_ca=ca)) as (server, url):
+        async with serving(server_context(ca, client_ca=ca), path="/ocpp") as (server, url):
 
             @server.auth
             async def auth(handshake: Handshake) -> None:
@@ -174,7 +158,7 @@ async def test_mtls_certificate_of_another_identity_is_rejected_by_the_recipe(
 ) -> None:
     stolen = charge_point_certificate(ca, "CP002")
     with anyio.fail_after(5):
-        async with serving(server_context(ca, client_ca=ca)) as (server, url):
+        async with serving(server_context(ca, client_ca=ca), path="/ocpp") as (server, url):
 
             @server.auth
             async def auth(handshake: Handshake) -> None:
@@ -192,7 +176,7 @@ async def test_mtls_client_without_a_certificate_is_refused(
 ) -> None:
     certificate = charge_point_certificate(ca, "CP001")
     with anyio.fail_after(5), caplog.at_level(logging.INFO, logger="ocpp_rpc"):
-        async with serving(server_context(ca, client_ca=ca)) as (server, url):
+        async with serving(server_context(ca, client_ca=ca), path="/ocpp") as (server, url):
             authed: list[str] = []
 
             @server.auth
@@ -215,7 +199,7 @@ async def test_mtls_client_certificate_from_another_ca_is_refused(
     forged = charge_point_certificate(other_ca, "CP001")
     good = charge_point_certificate(ca, "CP001")
     with anyio.fail_after(5):
-        async with serving(server_context(ca, client_ca=ca)) as (server, url):
+        async with serving(server_context(ca, client_ca=ca), path="/ocpp") as (server, url):
             with pytest.raises(ConnectError):
                 async with make_client(url, "CP001", ssl_context=client_context(ca, forged)):
                     pytest.fail("connected with a certificate of an untrusted CA")
@@ -229,7 +213,7 @@ async def test_mtls_optional_client_certificate(ca: trustme.CA) -> None:
     certificate = charge_point_certificate(ca, "CP001")
     seen: list[Handshake] = []
     with anyio.fail_after(5):
-        async with serving(context) as (server, url):
+        async with serving(context, path="/ocpp") as (server, url):
             server.on("client", lambda client: seen.append(client.handshake))
             async with make_client(url, "CP001", ssl_context=client_context(ca, certificate)):
                 pass
@@ -257,7 +241,7 @@ async def readme_auth(handshake: Handshake) -> None:
 async def test_basic_auth_with_a_binary_password(ca: trustme.CA, tls: bool) -> None:
     options: dict[str, Any] = {"ssl_context": client_context(ca)} if tls else {}
     with anyio.fail_after(5):
-        async with serving(server_context(ca) if tls else None) as (server, url):
+        async with serving(server_context(ca) if tls else None, path="/ocpp") as (server, url):
             server.auth(readme_auth)
             async with make_client(url, "CP001", password=PASSWORDS["CP001"], **options):
                 assert server.clients["CP001"].handshake.password == PASSWORDS["CP001"]
@@ -284,7 +268,7 @@ async def test_basic_auth_user_is_the_identity_and_colons_are_kept(
 ) -> None:
     seen: list[Handshake] = []
     with anyio.fail_after(5):
-        async with serving(None) as (server, url):
+        async with serving(None, path="/ocpp") as (server, url):
             server.auth(lambda handshake: _record(seen, handshake))
             async with make_client(url, identity, password=password):
                 pass
@@ -310,7 +294,7 @@ async def _record(seen: list[Handshake], handshake: Handshake) -> None:
 async def test_basic_auth_header_parsing(authorization: str, expected: bytes | None) -> None:
     seen: list[Handshake] = []
     with anyio.fail_after(5):
-        async with serving(None) as (server, url):
+        async with serving(None, path="/ocpp") as (server, url):
             server.auth(lambda handshake: _record(seen, handshake))
             headers = [("Authorization", authorization)]
             async with raw_client(url + "/CP1", headers=headers) as peer:
@@ -328,7 +312,7 @@ async def test_tls_failure_leaves_calls_on_other_connections_alone(
         return "done"
 
     with anyio.fail_after(5):
-        async with serving(server_context(ca, client_ca=ca)) as (server, url):
+        async with serving(server_context(ca, client_ca=ca), path="/ocpp") as (server, url):
             server.handle("Slow", slow)
             good = charge_point_certificate(ca, "CP001")
             async with make_client(url, "CP001", ssl_context=client_context(ca, good)) as client:

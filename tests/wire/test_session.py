@@ -4,13 +4,15 @@ and the answers it prescribes for failures (internal errors, strict mode)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
+from harness import hostile_messages, is_good
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocpp_rpc._wire.codec import CallFrame, CallResultFrame, SendFrame
+from ocpp_rpc._wire.codec import CallErrorFrame, CallFrame, CallResultFrame, SendFrame
 from ocpp_rpc._wire.session import Answer, Bad, Dispatch, Exchange, MessageIds, Refuse
 from ocpp_rpc.errors import (
     RPCError,
@@ -110,25 +112,51 @@ def test_message_ids_unique_and_short() -> None:
     assert all(len(i) <= 36 for i in made)
 
 
-@given(st.lists(st.sampled_from(["x", "[]", '[2,"a","X",{}]', "", '[3,"zz",{}]']), max_size=30),
-       st.integers(min_value=0, max_value=5))
-def test_bad_count_matches_consecutive_bad_frames(frames: list[str], limit: int) -> None:
-    exchange: Exchange[str] = Exchange("ocpp2.0.1", max_bad_messages=limit)
+@given(
+    messages=st.lists(
+        hostile_messages | st.sampled_from(["", "x", "[]", '[2,"a","X",{}]', '[3,"zz",{}]']),
+        max_size=30,
+    ),
+    protocol=st.sampled_from(["ocpp1.6", "ocpp2.0.1", "ocpp2.1", None]),
+    limit=st.sampled_from([math.inf, 0, 1, 3]),
+)
+def test_every_message_is_classified_and_counted_as_the_table_says(
+    messages: list[str | bytes], protocol: str | None, limit: float
+) -> None:
+    """Against `harness.is_good`, a model of the table written without ocpp_rpc:
+    a good message resets the count, an empty one leaves it, a bad one adds to
+    it, and the connection closes (answering nothing) once it exceeds `limit`."""
+    exchange: Exchange[str] = Exchange(protocol, max_bad_messages=limit)
     consecutive = 0
-    for text in frames:
-        result = exchange.receive(text)
-        exchange.handling.clear()
-        if text == "":
+    for message in messages:
+        verdict = is_good(message, protocol)
+        result = exchange.receive(message)
+        if verdict is None:
             assert result is None
-            continue
-        if text.startswith('[2'):
+        elif verdict:
             consecutive = 0
-            assert isinstance(result, Dispatch)
+            assert isinstance(result, (Dispatch, Refuse)), (message, result)
         else:
             consecutive += 1
-            assert isinstance(result, Bad)
+            assert isinstance(result, Bad), (message, result)
             assert result.close == (consecutive > limit)
+            if result.close:
+                assert result.reply is None
+                break
         assert exchange.bad_message_count == consecutive
+
+
+@pytest.mark.parametrize("protocol", ["ocpp2.1", None])
+def test_callresulterror_answers_the_pending_call_from_2_1_on(protocol: str | None) -> None:
+    exchange: Exchange[str] = Exchange(protocol)
+    exchange.add_pending("m", "waiter")
+    assert isinstance(exchange.receive("x"), Bad)
+    received = exchange.receive('[5,"m","InternalError","boom",{"why":1}]')
+    assert received == Answer(
+        "waiter", CallErrorFrame("m", "InternalError", "boom", {"why": 1}, result_error=True)
+    )
+    assert exchange.bad_message_count == 0 and "m" not in exchange.pending
+    assert exchange.receive('[5,"m","InternalError","late",{}]').unexpected  # type: ignore[union-attr]
 
 
 # -- the answers the exchange prescribes --------------------------------------------

@@ -938,7 +938,8 @@ def diff_schema(protocol: str, key: str) -> dict[str, Any]:
     return dict(builtin(protocol)._schemas[key])
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+# Each example compiles two validators: slow, and slower on a loaded machine.
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(DIFF_TARGETS), JSON, st.data())
 def test_object_keywords_agree_with_fastjsonschema(
     target: tuple[str, str, Any], junk: Any, data: st.DataObject
@@ -972,7 +973,7 @@ def _has_fast_path(target: tuple[str, str, Any]) -> bool:
 @pytest.mark.skipif(
     _validation_module.jsonschema_rs is None, reason="jsonschema_rs is not installed"
 )
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([t for t in DIFF_TARGETS if _has_fast_path(t)]), JSON, st.data())
 def test_the_rust_fast_path_never_accepts_what_fastjsonschema_refuses(
     target: tuple[str, str, Any], junk: Any, data: st.DataObject
