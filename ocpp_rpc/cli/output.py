@@ -74,8 +74,11 @@ class Output:
         return f"\x1b[{';'.join(codes)}m{text}{RESET}"
 
     def write(self, line: str) -> None:
-        """Print one raw line."""
-        print(line, file=self.stream, flush=True)
+        """Print one raw line, in one write: the workers of ``serve --workers``
+        share one stdout, and a line written in two parts (text, then newline)
+        could be split by another worker's line."""
+        self.stream.write(line + "\n")
+        self.stream.flush()
 
     def emit(self, kind: str, text: str, /, **fields: Any) -> None:
         """One event: `text` for people, or a JSON object with `fields`."""
