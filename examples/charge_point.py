@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
-from typing import Any
 
 import anyio
 
-from ocpp_rpc import Call, ConnectError, RPCClient
+from ocpp_rpc import Call, ConnectError, RPCClient, v201
 
 
 def now() -> str:
@@ -24,25 +23,26 @@ def now() -> str:
 async def main(url: str, identity: str, once: bool) -> None:
     async with RPCClient(url, identity, protocols=["ocpp2.0.1"]) as cp:
 
-        @cp.handler("Reset")
-        def reset(call: Call) -> dict[str, Any]:
+        # Typed handlers and calls (ocpp_rpc.v201): mypy checks every key and value.
+        @v201.handler(cp, "Reset")
+        def reset(call: Call[v201.ResetRequest]) -> v201.ResetResponse:
             print("the CSMS asks for a reset:", call.params)
             return {"status": "Accepted"}
 
-        @cp.handler("GetBaseReport")
-        def get_base_report(call: Call) -> dict[str, Any]:
+        @v201.handler(cp, "GetBaseReport")
+        def get_base_report(call: Call[v201.GetBaseReportRequest]) -> v201.GetBaseReportResponse:
             return {"status": "Accepted"}
 
-        boot = await cp.call("BootNotification", {
+        boot = await v201.call(cp, "BootNotification", {
             "chargingStation": {"vendorName": "ACME", "model": "Example"},
             "reason": "PowerUp",
         })
         print("BootNotification:", boot["status"], "- heartbeat every", boot["interval"], "s")
-        await cp.call("StatusNotification", {
+        await v201.call(cp, "StatusNotification", {
             "timestamp": now(), "connectorStatus": "Available", "evseId": 1, "connectorId": 1,
         })
         while True:
-            print("Heartbeat:", (await cp.call("Heartbeat"))["currentTime"])
+            print("Heartbeat:", (await v201.call(cp, "Heartbeat", {}))["currentTime"])
             if once:
                 return
             await anyio.sleep(boot["interval"])

@@ -7,11 +7,9 @@ charge point in one process, then exits.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 
-from ocpp_rpc import Call, RPCClient, RPCError, RPCServer, ServerClient
+from ocpp_rpc import Call, RPCClient, RPCError, RPCServer, ServerClient, v201
 
 
 async def main() -> None:
@@ -22,12 +20,14 @@ async def main() -> None:
         async def on_client(client: ServerClient) -> None:
             # Runs in the client's own task group: it can call the charger,
             # and it is cancelled if the charger goes away.
-            variables = await client.call("GetVariables", {"getVariableData": [{
+            # ocpp_rpc.v201.call: the payload and the result are typed for mypy.
+            variables = await v201.call(client, "GetVariables", {"getVariableData": [{
                 "component": {"name": "OCPPCommCtrlr"},
                 "variable": {"name": "HeartbeatInterval"}}]})
-            print("CSMS: HeartbeatInterval is", variables["getVariableResult"][0]["attributeValue"])
+            print("CSMS: HeartbeatInterval is",
+                  variables["getVariableResult"][0].get("attributeValue"))
             try:
-                reset = await client.call("Reset", {"type": "OnIdle"}, timeout=5)
+                reset = await v201.call(client, "Reset", {"type": "OnIdle"}, timeout=5)
                 print("CSMS: Reset answered", reset["status"])
             except RPCError as exc:  # a CALLERROR arrives as the RPCError subclass
                 print("CSMS: Reset refused:", exc.code, exc.message)
@@ -37,15 +37,15 @@ async def main() -> None:
         async with RPCClient(f"ws://127.0.0.1:{listening.port}/ocpp", "CP001",
                              protocols=["ocpp2.0.1"]) as cp:
 
-            @cp.handler("GetVariables")
-            def get_variables(call: Call) -> dict[str, Any]:
+            @v201.handler(cp, "GetVariables")
+            def get_variables(call: Call[v201.GetVariablesRequest]) -> v201.GetVariablesResponse:
                 return {"getVariableResult": [
                     {"attributeStatus": "Accepted", "attributeValue": "300",
                      "component": item["component"], "variable": item["variable"]}
                     for item in call.params["getVariableData"]]}
 
-            @cp.handler("Reset")
-            def reset(call: Call) -> dict[str, Any]:
+            @v201.handler(cp, "Reset")
+            def reset(call: Call[v201.ResetRequest]) -> v201.ResetResponse:
                 print("charger: reset requested:", call.params["type"])
                 return {"status": "Scheduled"}
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
-from typing import Any
 
 import trio
 
-from ocpp_rpc import Call, ConnectError, RPCClient, RPCError
+from ocpp_rpc import Call, ConnectError, RPCClient, RPCError, v16
 
 
 def now() -> str:
@@ -25,21 +24,24 @@ async def main(url: str, identity: str, meter_interval: float) -> None:
     stop_requested = trio.Event()
     async with RPCClient(url, identity, protocols=["ocpp1.6"]) as cp:
 
-        @cp.handler("RemoteStopTransaction")
-        async def remote_stop(call: Call) -> dict[str, Any]:
+        # Typed handlers and calls (ocpp_rpc.v16): mypy checks every key and value.
+        @v16.handler(cp, "RemoteStopTransaction")
+        async def remote_stop(
+            call: Call[v16.RemoteStopTransactionRequest],
+        ) -> v16.RemoteStopTransactionResponse:
             stop_requested.set()
             return {"status": "Accepted"}
 
-        await cp.call("BootNotification", {"chargePointVendor": "ACME",
-                                           "chargePointModel": "TrioCharger"})
+        await v16.call(cp, "BootNotification", {"chargePointVendor": "ACME",
+                                                "chargePointModel": "TrioCharger"})
         try:
-            auth = await cp.call("Authorize", {"idTag": "04E1A2B3C4"})
+            auth = await v16.call(cp, "Authorize", {"idTag": "04E1A2B3C4"})
         except RPCError as exc:  # e.g. a CSMS without an Authorize handler
             print("Authorize failed:", exc.code, exc.message)
             return
         print("Authorize:", auth["idTagInfo"]["status"])
         try:
-            started = await cp.call("StartTransaction", {
+            started = await v16.call(cp, "StartTransaction", {
                 "connectorId": 1, "idTag": "04E1A2B3C4", "meterStart": 0, "timestamp": now()})
         except RPCError as exc:
             print("StartTransaction failed:", exc.code, exc.message)
@@ -51,12 +53,12 @@ async def main(url: str, identity: str, meter_interval: float) -> None:
             while not stop_requested.is_set():
                 await trio.sleep(meter_interval)
                 meter += 250
-                await cp.call("MeterValues", {
+                await v16.call(cp, "MeterValues", {
                     "connectorId": 1, "transactionId": transaction_id,
                     "meterValue": [{"timestamp": now(),
                                     "sampledValue": [{"value": str(meter), "unit": "Wh"}]}]})
-        await cp.call("StopTransaction", {"transactionId": transaction_id, "meterStop": meter,
-                                          "timestamp": now()})
+        await v16.call(cp, "StopTransaction", {"transactionId": transaction_id,
+                                               "meterStop": meter, "timestamp": now()})
         print("stopped after", meter, "Wh")
 
 

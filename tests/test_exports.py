@@ -45,6 +45,10 @@ MODULES = {
     "ocpp_rpc.transport": {"Dialer", "Transport", "Upgrade", "UpgradeServer", "WebSocketClosed"},
     "ocpp_rpc.asgi": {"ASGIApp", "ASGIWebSocket"},
     "ocpp_rpc.trio_ws": {"TrioWebSocketTransport", "attach_client", "serve_request"},
+    "ocpp_rpc.durable": {
+        "DEFAULT_MAX_MESSAGES", "DurableStore", "MemoryStore", "SQLiteStore", "StoreCorrupt",
+        "StoreError", "StoreFull", "StoreInUse", "StoredCall",
+    },
 }
 
 
@@ -92,6 +96,21 @@ def test_public_modules_export_exactly_their_names(module_name: str) -> None:
         assert getattr(module, name) is not None
     for public in _classes_and_functions(module.__all__, module):
         if public is not getattr(ocpp_rpc, public.__name__, None):
+            assert public.__module__ == module_name, public
+
+
+@pytest.mark.parametrize("module_name", ["ocpp_rpc.v16", "ocpp_rpc.v201", "ocpp_rpc.v21"])
+def test_typed_payload_modules_export_call_handler_and_types_of_their_own(
+    module_name: str,
+) -> None:
+    # Generated (tools/generate_types.py): hundreds of names, pinned by tests/typed.
+    module = importlib.import_module(module_name)
+    assert {"call", "handler", "BootNotificationRequest", "BootNotificationResponse"} <= set(
+        module.__all__
+    )
+    for name in module.__all__:
+        public = getattr(module, name)
+        if isinstance(public, (type, FunctionType)):
             assert public.__module__ == module_name, public
 
 

@@ -10,7 +10,7 @@ import ssl
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -26,13 +26,25 @@ from .._wire.validation import Validator
 from ..errors import ConnectError, ConnectionClosed
 from ..transport import Dialer, Transport
 from .connection import Connection
-from .events import CloseResult, ClosingEvent, ConnectingEvent, Observer, Observers, OpenEvent
+from .events import (
+    CloseResult,
+    ClosingEvent,
+    ConnectingEvent,
+    DurableResultEvent,
+    Observer,
+    Observers,
+    OpenEvent,
+)
 from .events import State as State  # re-exported: its home before options.py and events.py
 from .handlers import H, Handler, Handlers
 from .options import DEFAULT_MAX_INBOUND_CALLS, DEFAULT_WRITE_TIMEOUT, Options
 from .options import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE  # re-exported, as State
 from .reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
 from .timers import TimerService
+
+if TYPE_CHECKING:  # imported when a store is given: a client without one loads no sqlite3
+    from ..durable import DurableStore, StoredCall
+    from .durable_queue import DurableQueue
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -66,6 +78,11 @@ class RPCClient:
     `dialer` opens each connection (see `ocpp_rpc.transport.Dialer`); the
     default dials ``ws://`` and ``wss://`` over TCP. `ocpp_rpc.testing`
     passes one that connects through memory streams.
+
+    `store` (an `ocpp_rpc.durable.DurableStore`, e.g. ``SQLiteStore(path)``)
+    enables ``call(..., durable=True)`` and lets the client boot offline:
+    entering ``async with`` then succeeds while the CSMS cannot be reached
+    and the client keeps connecting in the background (docs/durable.md).
     """
 
     def __init__(
@@ -93,6 +110,7 @@ class RPCClient:
         max_inbound_calls: float = DEFAULT_MAX_INBOUND_CALLS,
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         dialer: Dialer | None = None,
+        store: DurableStore | None = None,
     ) -> None:
         if isinstance(protocols, str):
             raise TypeError("protocols must be a sequence of str, not a str")
@@ -117,7 +135,7 @@ class RPCClient:
             max_inbound_calls=max_inbound_calls,
             write_timeout=write_timeout,
         )
-        self._setup(identity, options, endpoint=endpoint, dialer=dialer)
+        self._setup(identity, options, endpoint=endpoint, dialer=dialer, store=store)
 
     def _setup(
         self,
@@ -130,6 +148,7 @@ class RPCClient:
         timers: TimerService | None = None,
         protocol: str | None = None,
         state: State = State.CLOSED,
+        store: DurableStore | None = None,
     ) -> None:
         """Initialise every attribute; each way of constructing an endpoint
         (`RPCClient(...)`, a server's `ServerClient`) goes through here."""
@@ -153,6 +172,10 @@ class RPCClient:
         self._reconnect_scope: anyio.CancelScope | None = None
         #: Keeps the connection's ping times (None: the connection runs a pinger task).
         self._timers = timers
+        self._store = store
+        self._durable: DurableQueue | None = None  # while the block runs, with a store
+        # The connection durable calls last went on, and the ids sent on it.
+        self._durable_ids: tuple[Connection, set[str]] | None = None
 
     # -- properties ------------------------------------------------------------
 
@@ -246,6 +269,9 @@ class RPCClient:
         if self._task_group is not None:
             raise RuntimeError("this client is already running")
         self._init_primitives()
+        store = self._store
+        if store is not None:
+            await store.open()  # a damaged or busy store fails here, loudly, before connecting
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -256,6 +282,14 @@ class RPCClient:
                     body_error = _unwrap(exc)
                     tg.cancel_scope.cancel()
                 else:
+                    if store is not None:  # started once CONNECTING or OPEN (not CLOSED)
+                        from .durable_queue import DurableQueue
+
+                        self._durable = DurableQueue(
+                            store, wait_open=self._wait_durable_turn, send=self._send_durable,
+                            closed_error=self._closed_error, emit=self._emit_durable_result,
+                        )
+                        await tg.start(self._durable.run)
                     try:
                         yield self
                     except BaseException as exc:
@@ -263,17 +297,42 @@ class RPCClient:
                     finally:
                         with anyio.CancelScope(shield=True):
                             await self.close()
+                            if self._durable is not None:
+                                self._durable.stop()
         finally:
             self._task_group = None
+            self._durable = None
+            if store is not None:
+                with anyio.CancelScope(shield=True):
+                    await store.close()
         if body_error is not None:
             raise body_error
 
     async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Connect; then serve, reconnecting as configured, until closed."""
+        """Connect; then serve, reconnecting as configured, until closed.
+
+        With a store the client boots offline: a first attempt that fails in
+        a way reconnecting may cure (refused, timed out, any HTTP status)
+        does not fail the ``async with``; the client keeps connecting with
+        its backoff, as after a drop.
+        """
         final: CloseResult | None = None
         try:
-            transport = await self._connect(self._options.protocols)
-            task_status.started()
+            try:
+                transport = await self._connect(self._options.protocols)
+            except ConnectError as exc:
+                if self._store is None or not self._options.reconnect or not is_retryable(exc):
+                    raise
+                logger.warning("%s: cannot reach the CSMS (%s); durable calls are queued while "
+                               "reconnecting", self._identity, exc)
+                task_status.started()
+                reconnected = await self._reconnect()
+                if isinstance(reconnected, CloseResult):
+                    final = reconnected
+                    return
+                transport = reconnected
+            else:
+                task_status.started()
             while True:
                 result = await self._serve(transport)
                 if self._close_started or not self._options.reconnect:
@@ -383,7 +442,10 @@ class RPCClient:
     async def _reconnect(self) -> Transport | CloseResult:
         """Reconnect with backoff; a CloseResult when giving up or closed."""
         options = self._options
-        protocols = (self._protocol,) if self._protocol is not None else ()
+        if not self._connected_once:  # booting offline: offer them all, as the first attempt did
+            protocols = options.protocols
+        else:
+            protocols = (self._protocol,) if self._protocol is not None else ()
         self._set_state(State.CONNECTING)
         if options.max_reconnects < 1:
             return CloseResult(1001, "Giving up")
@@ -438,6 +500,7 @@ class RPCClient:
         *,
         timeout: float | None = None,
         no_reply: bool = False,
+        durable: bool = False,
     ) -> Any:
         """Call `method` on the peer and return its result.
 
@@ -445,13 +508,34 @@ class RPCClient:
         `timeout` (default `call_timeout`), or `ConnectionClosed`. Calls beyond
         `call_concurrency` queue in order; while connecting they wait for OPEN.
         Cancelling the caller withdraws the call.
+
+        `durable=True` (needs a `store`) first writes the call to the store;
+        from then on it is kept even if this caller is cancelled, times out
+        or the process dies. Durable calls are sent one at a time, in order,
+        retried after a CALLERROR as the store's `attempts` and `interval`
+        say, and the outcome also reaches the `durable_result` event.
+        `timeout` then bounds only this caller's wait. Raises
+        `ocpp_rpc.durable.StoreFull` when the store is full, ValueError
+        without a store (a `ServerClient` has none).
         """
+        if durable:
+            if no_reply:
+                raise ValueError("a durable call waits for its answer: no_reply must be False")
+            if self._store is None:
+                raise ValueError(
+                    "durable=True needs a store: RPCClient(..., store=SQLiteStore(path)); "
+                    "a server-side ServerClient has none"
+                )
         if self._close_started or self._state is State.CLOSED or self._limiter is None:
             raise self._closed_error()
         if params is None:
             params = {}
         if timeout is None:
             timeout = self._options.call_timeout
+        if durable:
+            if self._durable is None:
+                raise self._closed_error()
+            return await self._durable.call(method, params, timeout)
         async with self._limiter:
             connection = self._connection
             if self._state is State.OPEN and connection is not None:
@@ -461,6 +545,49 @@ class RPCClient:
                     connection = await self._wait_open()
                 deadline = waiting.deadline
             return await connection.call(method, params, no_reply=no_reply, deadline=deadline)
+
+    async def pending_durable(self) -> int:
+        """How many durable calls the store holds (2.0.1's `messagesInQueue`);
+        0 without a store. Only inside the client's ``async with``."""
+        if self._store is None:
+            return 0
+        if self._durable is None:
+            raise RuntimeError("the store is open only inside the client's `async with` block")
+        return await self._store.count()
+
+    async def _wait_durable_turn(self, dropped: object | None) -> object:
+        """The open connection for the next durable call, other than
+        `dropped` (the one that just dropped a call and may still be closing)."""
+        while True:
+            connection = await self._wait_open()
+            if connection is not dropped:
+                return connection
+            if self._state_changed is None:
+                self._state_changed = anyio.Event()
+            await self._state_changed.wait()
+
+    async def _send_durable(self, call: StoredCall) -> Any:
+        """One attempt of a durable call, through the normal path: a
+        `call_concurrency` slot, then `call_timeout` for the answer."""
+        assert self._limiter is not None
+        async with self._limiter:
+            connection = await self._wait_open()
+            # The first attempt on each connection goes under the call's own
+            # id, so that a CSMS that saw it before (its answer was lost with
+            # the connection) can tell; OCPP-J forbids reusing an id on one
+            # connection, so a retry on the same one gets a fresh id.
+            used = self._durable_ids
+            if used is None or used[0] is not connection:
+                used = self._durable_ids = (connection, set())
+            message_id = None if call.message_id in used[1] else call.message_id
+            used[1].add(call.message_id)
+            deadline = anyio.current_time() + self._options.call_timeout
+            return await connection.call(
+                call.method, call.params, deadline=deadline, message_id=message_id
+            )
+
+    def _emit_durable_result(self, event: DurableResultEvent) -> None:
+        self._observers.emit("durable_result", event)
 
     async def send(self, method: str, params: Any = None) -> None:
         """OCPP 2.1 SEND (message type 6): never answered, not limited by

@@ -17,13 +17,14 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._concurrency.events import EventLike, new_event
 from .._concurrency.latch import Latch
+from .._transport.websocket import WebSocket
 from .._wire.codec import (
     CallErrorFrame,
     CallFrame,
@@ -32,7 +33,7 @@ from .._wire.codec import (
     encode_call,
     encode_send,
 )
-from .._wire.session import Answer, Bad, Dispatch, Exchange, MessageIds, Refuse
+from .._wire.session import Answer, Bad, Dispatch, Exchange, MessageIds, Received, Refuse
 from ..errors import ConnectionClosed, RPCError
 from ..transport import Transport, WebSocketClosed
 from .events import (
@@ -83,8 +84,9 @@ class Connection:
 
     # No instance dict: a server holds one per charger, and most of them sit idle.
     __slots__ = (
-        "_client", "_close_done", "_deadlines", "_find_handler", "_handler_scopes", "_idle",
-        "_keepalive", "_outbox", "_strict", "_task_group", "_writer", "closed", "closing",
+        "_client", "_close_done", "_deadlines", "_deferred", "_find_handler", "_handler_scopes",
+        "_idle", "_inline", "_keepalive", "_outbox", "_strict", "_task_group", "_writer",
+        "closed", "closing",
         "config", "events", "exchange", "identity", "protocol", "transport",
     )
 
@@ -127,6 +129,10 @@ class Connection:
         )
         self._deadlines: TimerHeap[str] = TimerHeap(self.exchange.pending, self._expire_call)
         self._task_group: TaskGroup | None = None
+        # Our own WebSocket takes sink and immediate writes (`_take_now`).
+        self._inline = transport if type(transport) is WebSocket else None
+        # What the sink began for the message it left to the reader.
+        self._deferred: tuple[str | bytes, Received[PendingCall]] | None = None
         # The scopes of awaited inbound calls (a dict: smaller than a set when empty).
         self._handler_scopes: dict[anyio.CancelScope, None] = {}
         # Made by a close awaiting pending work; set once no outbound call and no
@@ -218,67 +224,144 @@ class Connection:
     # -- reading -------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        transport, exchange, events = self.transport, self.exchange, self.events
-        keepalive = self._keepalive
-        defer_pings = self.config.defer_pings_on_activity
-        while True:
-            try:
-                message = await transport.receive()
-            except WebSocketClosed as exc:
-                self._end(CloseResult(exc.code, exc.reason))
-                return
-            except Exception as exc:  # a transport bug must not leave calls hanging
-                logger.exception("transport failed")
-                events.emit("socket_error", exc)
-                await transport.abort()
-                self._end(CloseResult(1006, ""))
-                return
-            if defer_pings:
-                keepalive.last_activity = anyio.current_time()
-            if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
-                logger.debug("[%s] recv %s", self.identity, message)
-            if message and events.wants("message"):
-                events.emit("message", MessageEvent(message, False))
-            received = exchange.receive(message)
-            if type(received) is Dispatch:
-                frame = received.frame
-                if events.wants("call"):
-                    events.emit(
-                        "call",
-                        PayloadEvent(
-                            False,
-                            [2 if type(frame) is CallFrame else 6, frame.message_id, frame.method,
-                             frame.params],
-                        ),
-                    )
-                if self._task_group is not None:
-                    await self._dispatch(frame)
-            elif type(received) is Answer:
-                frame_ = received.frame
-                if events.wants("response"):
-                    events.emit("response", PayloadEvent(False, _response_payload(frame_)))
-                if type(frame_) is CallResultFrame:
-                    if self._strict is None:
-                        received.pending.settle(frame_.result)
-                    elif (refusal := self._settle_checked(received.pending, frame_)) is not None:
-                        await self._reply(refusal)
-                else:
-                    assert type(frame_) is CallErrorFrame
-                    received.pending.settle(error=frame_.to_error())
-                self._check_idle()
-            elif type(received) is Refuse:
-                if received.busy and exchange.busy_refusals == 1:  # once per burst
-                    logger.warning(
-                        "[%s] %s inbound calls in progress (max_inbound_calls):"
-                        " refusing more until some end", self.identity,
-                        exchange.inbound_in_progress,
-                    )
-                if received.reply is not None:
-                    await self._reply(received.reply)
-            elif type(received) is Bad:
-                await self._on_bad(message, received)
-                if received.close:
+        transport = self.transport
+        inline = self._inline
+        if inline is not None:  # messages that need no waiting are dealt with as they come
+            inline.set_sink(self._take_now)
+        try:
+            while True:
+                try:
+                    message = await transport.receive()
+                except WebSocketClosed as exc:
+                    self._end(CloseResult(exc.code, exc.reason))
                     return
+                except Exception as exc:  # a transport bug must not leave calls hanging
+                    logger.exception("transport failed")
+                    self.events.emit("socket_error", exc)
+                    await transport.abort()
+                    self._end(CloseResult(1006, ""))
+                    return
+                deferred = self._deferred
+                if deferred is not None and deferred[0] is message:  # the sink began it
+                    self._deferred = None
+                    received = deferred[1]
+                else:
+                    received = self._receive(message)
+                if not await self._process(message, received):
+                    return
+        finally:
+            if inline is not None:
+                inline.set_sink(None)
+
+    def _receive(self, message: str | bytes) -> Received[PendingCall]:
+        """What the exchange makes of a received message (and what is due on receipt)."""
+        if self.config.defer_pings_on_activity:
+            self._keepalive.last_activity = anyio.current_time()
+        if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
+            logger.debug("[%s] recv %s", self.identity, message)
+        if message and self.events.wants("message"):
+            self.events.emit("message", MessageEvent(message, False))
+        return self.exchange.receive(message)
+
+    async def _process(self, message: str | bytes, received: Received[PendingCall]) -> bool:
+        """Act on a received message; False: stop reading."""
+        kind = type(received)
+        if kind is Dispatch:
+            assert isinstance(received, Dispatch)
+            self._emit_call(received.frame)
+            if self._task_group is not None:
+                await self._dispatch(received.frame)
+        elif kind is Answer:
+            assert isinstance(received, Answer)
+            refusal = self._answer(received)
+            if refusal is not None:
+                await self._reply(refusal)
+            self._check_idle()
+        elif kind is Refuse:
+            assert isinstance(received, Refuse)
+            reply = self._refused(received)
+            if reply is not None:
+                await self._reply(reply)
+        elif kind is Bad:
+            assert isinstance(received, Bad)
+            await self._on_bad(message, received)
+            if received.close:
+                return False
+        return True
+
+    def _take_now(self, message: str | bytes) -> bool:
+        """The transport's sink (`WebSocket.set_sink`): deal with `message` as
+        it arrives when that needs no waiting, which is what a synchronous
+        handler's call, an answer and a refusal need while the outbox has room
+        for the one frame they may send back. False: the reader takes it
+        (what the exchange made of it already is in `_deferred`)."""
+        if self._task_group is None or self._outbox.full or self.closed is not None:
+            return False
+        received = self._receive(message)
+        kind = type(received)
+        if kind is Dispatch:
+            assert isinstance(received, Dispatch)
+            frame = received.frame
+            self._emit_call(frame)
+            is_call = type(frame) is CallFrame
+            reply = self._start_inbound(frame, is_call)
+            if reply is not False:
+                try:
+                    if reply is not None:
+                        self._send_reply_now(reply)
+                finally:
+                    self._finish_inbound(frame, is_call)
+        elif kind is Answer:
+            assert isinstance(received, Answer)
+            refusal = self._answer(received)
+            if refusal is not None:
+                self._reply_now(refusal)
+            self._check_idle()
+        elif kind is Refuse:
+            assert isinstance(received, Refuse)
+            reply = self._refused(received)
+            if reply is not None:
+                self._reply_now(reply)
+        elif kind is Bad:  # it may close the connection: the reader waits for that
+            self._deferred = (message, received)
+            return False
+        return True
+
+    def _emit_call(self, frame: CallFrame | SendFrame) -> None:
+        if self.events.wants("call"):
+            self.events.emit(
+                "call",
+                PayloadEvent(
+                    False,
+                    [2 if type(frame) is CallFrame else 6, frame.message_id, frame.method,
+                     frame.params],
+                ),
+            )
+
+    def _answer(self, received: Answer[PendingCall]) -> str | None:
+        """Settle the pending call a CALLRESULT or CALLERROR answers; returns
+        the refusal to send for a result strict mode rejects."""
+        frame = received.frame
+        if self.events.wants("response"):
+            self.events.emit("response", PayloadEvent(False, _response_payload(frame)))
+        if type(frame) is CallResultFrame:
+            if self._strict is None:
+                received.pending.settle(frame.result)
+                return None
+            return self._settle_checked(received.pending, frame)
+        assert type(frame) is CallErrorFrame
+        received.pending.settle(error=frame.to_error())
+        return None
+
+    def _refused(self, received: Refuse) -> str | None:
+        """An inbound call the exchange refuses: the answer to send, if any."""
+        exchange = self.exchange
+        if received.busy and exchange.busy_refusals == 1:  # once per burst
+            logger.warning(
+                "[%s] %s inbound calls in progress (max_inbound_calls):"
+                " refusing more until some end", self.identity, exchange.inbound_in_progress,
+            )
+        return received.reply
 
     def _settle_checked(self, pending: PendingCall, frame: CallResultFrame) -> str | None:
         """Strict mode: settle a pending call with a result that must be valid.
@@ -309,12 +392,26 @@ class Connection:
     # -- inbound calls -------------------------------------------------------------
 
     async def _dispatch(self, frame: CallFrame | SendFrame) -> None:
-        """Handle an inbound CALL or SEND. The handler is called right here: a
-        synchronous one (the common case) costs no task, and its answer is
-        written by the reader; an awaitable outcome is awaited in a task of its
-        own, in a cancel scope that closing the connection cancels."""
+        """Handle an inbound CALL or SEND whose handler may be awaited."""
         is_call = type(frame) is CallFrame
-        reply: str | None = None
+        reply = self._start_inbound(frame, is_call)
+        if reply is False:
+            return
+        try:
+            if reply is not None:
+                await self._send_reply(reply)
+        finally:
+            self._finish_inbound(frame, is_call)
+
+    def _start_inbound(
+        self, frame: CallFrame | SendFrame, is_call: bool
+    ) -> str | Literal[False] | None:
+        """Call the handler of an inbound CALL or SEND, right here: a
+        synchronous one (the common case) costs no task, and its answer is
+        returned for the caller to send (None: nothing to send) before it
+        finishes the call. An awaitable outcome is awaited in a task of its
+        own, in a cancel scope that closing the connection cancels, which
+        answers and finishes it: then False."""
         try:
             outcome = self._call_handler(frame, is_call)
             if inspect.isawaitable(outcome):
@@ -322,15 +419,11 @@ class Connection:
                 scope = anyio.CancelScope()
                 self._handler_scopes[scope] = None
                 self._task_group.start_soon(self._handle, frame, scope, outcome)
-                return
+                return False
             reply = self._outcome_reply(frame, is_call, outcome)
         except Exception as exc:
             reply = self._failure_reply(frame, is_call, exc)
-        try:
-            if is_call and reply is not None:
-                await self._send_reply(reply)
-        finally:
-            self._finish_inbound(frame, is_call)
+        return reply if is_call else None
 
     async def _handle(
         self, frame: CallFrame | SendFrame, scope: anyio.CancelScope, outcome: Awaitable[Any]
@@ -399,10 +492,44 @@ class Connection:
 
     async def _reply(self, frame: str) -> None:
         """Send an answer; a connection that is going away just drops it."""
+        if await self._writer.write_now(frame):
+            if self.events.wants("message"):
+                self.events.emit("message", MessageEvent(frame, True))
+            return
         try:
             await self._send(frame)
         except ConnectionClosed:
             pass
+
+    def _send_reply_now(self, reply: str) -> None:
+        if self.events.wants("response"):
+            self.events.emit("response", PayloadEvent(True, json.loads(reply)))
+        self._reply_now(reply)
+
+    def _reply_now(self, frame: str) -> None:
+        """`_reply` without waiting: written at once if nothing is queued or
+        being written, else queued for the writer (the sink made sure there
+        is room); dropped if the connection is going away."""
+        writer, outbox = self._writer, self._outbox
+        inline = self._inline
+        if (
+            inline is not None
+            and not writer.running
+            and not len(outbox)
+            and not outbox.closed
+            and inline.send_nowait(frame)
+        ):
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("[%s] send %s", self.identity, frame)
+        else:
+            try:
+                outbox.put_nowait(frame)
+            except OutboxClosed:
+                return
+            if not writer.running:
+                writer.start()
+        if self.events.wants("message"):
+            self.events.emit("message", MessageEvent(frame, True))
 
     # -- outbound --------------------------------------------------------------------
 
@@ -417,13 +544,22 @@ class Connection:
             self.events.emit("message", MessageEvent(frame, True))
 
     async def call(
-        self, method: str, params: Any, *, no_reply: bool = False, deadline: float = math.inf
+        self,
+        method: str,
+        params: Any,
+        *,
+        no_reply: bool = False,
+        deadline: float = math.inf,
+        message_id: str | None = None,
     ) -> Any:
         """Send a CALL and wait for its answer; TimeoutError at `deadline`
-        (applied here so that the `call_error` event carries the TimeoutError)."""
+        (applied here so that the `call_error` event carries the TimeoutError).
+        `message_id`: the id to send it under (the caller makes sure this
+        connection has not used it); by default a new one."""
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
-        message_id = next_message_id()
+        if message_id is None or message_id in self.exchange.pending:
+            message_id = next_message_id()
         if self._strict is not None:
             self._strict.outbound_call(message_id, method, params)
         frame = encode_call(message_id, method, params)

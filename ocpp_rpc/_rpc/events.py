@@ -81,6 +81,19 @@ class CallErrorEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class DurableResultEvent:
+    """`durable_result`: a durable call left the store, delivered (`result`;
+    `error` None) or dropped after its last CALLERROR (`error`). `message_id`
+    is the call's id in the store, the same across attempts and restarts."""
+
+    message_id: str
+    method: str
+    params: Any
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BadMessageEvent:
     """`bad_message`: an inbound frame that is not a valid RPC message."""
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, overload
+from dataclasses import FrozenInstanceError, dataclass
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, overload
 
 from .events import CloseResult, Observer, State
 
@@ -51,18 +52,40 @@ class RPCEndpoint(Protocol):
     def reconfigure(self, **options: Any) -> None: ...
 
 
+if TYPE_CHECKING:
+    # A bare `Call` means `Call[Any]` (PEP 696 default), so that annotations
+    # written before `Call` was generic stay valid under `mypy --strict`.
+    # typing.TypeVar takes `default` only from 3.13; nothing reads it at run time.
+    from typing_extensions import TypeVar as _DefaultTypeVar
+
+    P = _DefaultTypeVar("P", default=Any)
+else:
+    P = TypeVar("P")
+
+
 @dataclass(frozen=True, slots=True)
-class Call:
-    """One inbound call, as a handler receives it."""
+class Call(Generic[P]):
+    """One inbound call, as a handler receives it; `Call[P]`: its params are a
+    `P` (`Call[v201.BootNotificationRequest]`), a bare `Call` takes any."""
 
     method: str
-    params: Any
+    params: P
     message_id: str
     protocol: str | None
     client: RPCEndpoint
 
 
-Handler = Callable[[Call], Any | Awaitable[Any]]
+if sys.version_info < (3, 13):
+    # `Call[X](...)` sets `__orig_class__` and lets AttributeError pass; before
+    # 3.13 a frozen slots dataclass answers with TypeError (its generated
+    # `__setattr__` names the class that `slots=True` replaced), so it failed.
+    def _frozen_setattr(self: Call[Any], name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    Call.__setattr__ = _frozen_setattr  # type: ignore[method-assign,assignment]
+
+
+Handler = Callable[[Call[Any]], Any | Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 #: How a connection finds the handler of a method (None: no handler).
 HandlerLookup = Callable[[str], Handler | None]

@@ -56,6 +56,15 @@ class Outbox:
             self._wakeup.set()
             self._wakeup = None
 
+    def put_nowait(self, frame: str | bytes) -> None:
+        """Queue `frame` now (call it when not `full`; OutboxClosed once closed)."""
+        if self._closed:
+            raise OutboxClosed
+        self._frames.append(frame)
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
     async def take(self) -> list[str | bytes] | None:
         """Every queued frame (waits for one); None once closed and empty; an
         empty list if `interrupt` woke it."""

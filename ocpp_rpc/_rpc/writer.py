@@ -77,6 +77,30 @@ class Writer:
             with anyio.move_on_after(timeout):
                 await self._done.wait()
 
+    async def write_now(self, frame: str | bytes) -> bool:
+        """Write `frame` from the calling task if nothing is queued or being
+        written (False: queue it instead). For answers, whose senders are
+        the connection's own tasks: one the connection ends is the only
+        cancellation, so a cut-off write costs nothing but a dead connection."""
+        if self.running or len(self.outbox) or self.outbox.closed:
+            return False
+        try:
+            await self._transport.send(frame)
+        except WebSocketClosed as exc:
+            self._closed_under(exc)
+            return True
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] send %s", self._identity, frame)
+        return True
+
+    def _closed_under(self, exc: WebSocketClosed) -> None:
+        if exc.reason == "write timeout":
+            logger.warning(
+                "[%s] the peer took no frame for %ss: dropping the connection",
+                self._identity, self._transport.write_timeout,
+            )
+        self._on_closed(CloseResult(exc.code, exc.reason))
+
     async def _write(self) -> None:
         send_many, outbox = self._transport.send_many, self.outbox
         done = False
@@ -85,12 +109,7 @@ class Writer:
                 try:
                     await send_many(frames)
                 except WebSocketClosed as exc:
-                    if exc.reason == "write timeout":
-                        logger.warning(
-                            "[%s] the peer took no frame for %ss: dropping the connection",
-                            self._identity, self._transport.write_timeout,
-                        )
-                    self._on_closed(CloseResult(exc.code, exc.reason))
+                    self._closed_under(exc)
                     return
                 if logger.isEnabledFor(logging.DEBUG):  # one line per frame, at DEBUG only
                     for frame in frames:

@@ -15,14 +15,18 @@ its version, as soon as one of them no longer holds.
 - anyio: `anyio.abc.SocketStream` takes its socket attributes from the abstract
   property ``_raw_socket``, which our stream classes define (`RAW_SOCKET`).
 - asyncio: a selector transport reads ``max_size`` bytes at a time
-  (`set_read_size`).
+  (`set_read_size`); ``asyncio.tasks._enter_task`` and ``_leave_task`` make a
+  task the current one while a callback runs on its behalf (`as_task`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+_T = TypeVar("_T")
 
 #: The abstract property of `anyio.abc.SocketStream` that a subclass defines.
 RAW_SOCKET: Final = "_raw_socket"
@@ -66,3 +70,25 @@ def set_read_size(transport: asyncio.BaseTransport, size: int) -> None:
     (uvloop's transports have no such setting: nothing happens)."""
     if hasattr(transport, "max_size"):
         transport.max_size = size
+
+
+_enter_task = getattr(asyncio.tasks, "_enter_task", None)
+_leave_task = getattr(asyncio.tasks, "_leave_task", None)
+
+
+def as_task(task: asyncio.Task[Any], func: Callable[[_T], bool], arg: _T) -> bool | None:
+    """`func(arg)` run by an event-loop callback as if `task` (parked at an
+    await) were running it: `asyncio.current_task()`, and with it anyio's
+    current task and cancel scopes, are `task`'s. None, without calling
+    `func`, when asyncio lacks the means (or another task is current)."""
+    if _enter_task is None or _leave_task is None:
+        return None
+    loop = task.get_loop()
+    try:
+        _enter_task(loop, task)
+    except RuntimeError:  # a task is current: not called from a callback
+        return None
+    try:
+        return func(arg)
+    finally:
+        _leave_task(loop, task)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anyio.abc import ByteStream, SocketAttribute
-from anyio.streams.tls import TLSAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from .._wire.handshake import Handshake, make_handshake
 from ..transport import Transport
@@ -35,14 +35,17 @@ class StreamUpgrade:
 
     def handshake(self) -> Handshake:
         request, stream = self._request, self._stream
+        tls = isinstance(stream, TLSStream)  # (each `extra` builds anyio's attribute table)
         return make_handshake(
             path=request.path,
             query_string=request.query_string,
             headers=request.headers,
             protocols=request.subprotocols,
             remote_address=remote_address(stream),
-            peer_certificate=stream.extra(TLSAttribute.peer_certificate, None),
-            peer_certificate_der=stream.extra(TLSAttribute.peer_certificate_binary, None),
+            peer_certificate=stream.extra(TLSAttribute.peer_certificate, None) if tls else None,
+            peer_certificate_der=(
+                stream.extra(TLSAttribute.peer_certificate_binary, None) if tls else None
+            ),
         )
 
     async def accept(self, subprotocol: str | None, *, max_message_size: int) -> Transport:

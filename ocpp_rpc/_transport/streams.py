@@ -30,6 +30,7 @@ import os
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 import anyio
@@ -121,6 +122,14 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         stream = self.stream
+        consumer = stream.consumer
+        if (
+            consumer is not None
+            and stream._read_waiter is not None
+            and not stream._buffer
+            and consumer(data)
+        ):
+            return
         stream._buffer.append(data)
         stream._buffered += len(data)
         if stream._buffered > _HIGH_WATER and not stream._reading_paused:
@@ -160,6 +169,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     send_timeout: float | None = None
 
     def __init__(self, transport: asyncio.Transport, pending: deque[bytes]) -> None:
+        #: Called with bytes as they arrive while a `receive` waits and nothing
+        #: is buffered; True: it took them (`receive` keeps waiting unless
+        #: `nudge`d), False: they are buffered for `receive` as usual.
+        self.consumer: Callable[[bytes], bool] | None = None
+        self._nudged = False
         self._transport = transport
         # A list, not a deque (which is big for an idle connection): it holds a chunk or two.
         self._buffer: list[bytes] = [bytes(chunk) for chunk in pending]
@@ -226,6 +240,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             raise ValueError("max_bytes must be a positive integer")
         buffer = self._buffer
         while not buffer:
+            if self._nudged:
+                self._nudged = False
+                return b""
             if self._closed:
                 raise anyio.ClosedResourceError
             if self._eof:
@@ -246,6 +263,28 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             self._reading_paused = False
             self._transport.resume_reading()
         return chunk
+
+    def nudge(self) -> None:
+        """Have the waiting (or next) `receive` return ``b""`` once, with
+        nothing read: the consumer left it something to look at."""
+        self._nudged = True
+        _wake(self._read_waiter)
+
+    def writable(self, size: int = 0) -> bool:
+        """Whether `size` more bytes can be written without waiting (the
+        transport takes them and stays under its limit)."""
+        transport = self._transport
+        return (
+            self._can_write
+            and not self._closed
+            and not self._lost
+            and transport.get_write_buffer_size() + size <= _WRITE_HIGH_WATER
+            and not transport.is_closing()
+        )
+
+    def write_now(self, data: bytes) -> None:
+        """Hand `data` to the transport (call it when `writable` said so)."""
+        self._transport.write(data)
 
     async def send(self, item: bytes) -> None:
         if self._closed:

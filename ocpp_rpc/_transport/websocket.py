@@ -10,10 +10,12 @@ Knows nothing of OCPP.  Works the same on anyio's asyncio and trio backends.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import ssl
-from collections.abc import Iterator, Sequence
-from typing import cast
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -26,6 +28,7 @@ from wsproto.frame_protocol import CloseReason
 from .._concurrency.latch import Latch
 from .._concurrency.lock import Lock
 from ..transport import WebSocketClosed as WebSocketClosed
+from ._internals import as_task
 from .close_codes import check_close_code
 from .frames import Splitter, encode
 from .streams import AsyncioSocketStream, TrioSocketStream, adopt_socket_stream
@@ -146,12 +149,16 @@ class WebSocket:
         self._bounded: AsyncioSocketStream | TrioSocketStream | None = (
             inner if isinstance(inner, (AsyncioSocketStream, TrioSocketStream)) else None
         )
+        # Our asyncio TCP stream when nothing is layered on it: received bytes
+        # can then be handed to a sink as they arrive (`set_sink`).
+        self._inline = self.stream if isinstance(self.stream, AsyncioSocketStream) else None
+        self._sink: Callable[[str | bytes], bool] | None = None
+        self._sink_task: tuple[asyncio.Task[Any], contextvars.Context] | None = None
+        self._batch: list[str | bytes] | None = None  # what the sink sends, while it runs
         self._write_timeout: float | None = None
         self.subprotocol = subprotocol
         self.close_code: int | None = None
         self.close_reason = ""
-        self.remote_address = _address(stream, SocketAttribute.remote_address)
-        self.local_address = _address(stream, SocketAttribute.local_address)
         self._conn = Connection(connection_type)
         self._splitter = Splitter(self._conn, max_message_size)
         self._events: Iterator[str | bytes | Event] = iter(self._splitter.feed(trailing_data))
@@ -170,10 +177,83 @@ class WebSocket:
         self._stream_closing = False
         self._closed = Latch()  # set once the stream is closed
 
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's (host, port), None if not TCP (or the socket is closed)."""
+        return _address(self.stream, SocketAttribute.remote_address)
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        """Our (host, port), None if not TCP (or the socket is closed)."""
+        return _address(self.stream, SocketAttribute.local_address)
+
     def __repr__(self) -> str:
         side = "client" if self._conn.client else "server"
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         return f"<WebSocket {side} {self.remote_address} {state}>"
+
+    def set_sink(self, sink: Callable[[str | bytes], bool] | None) -> None:
+        """Have `sink` take whole messages as they arrive, while the task that
+        calls this waits in `receive` (None: stop). `sink(message)` runs in
+        an event-loop callback, as that task (its current task and a copy of
+        its context), and returns True if it dealt with the message, False if
+        `receive` is to return it after all (and everything after it, in
+        order). Only our plain-TCP asyncio stream has callbacks to do this
+        from; on any other stream nothing changes."""
+        if self._inline is None:
+            return
+        self._sink = sink
+        if sink is None:
+            self._inline.consumer = None
+            self._sink_task = None
+            return
+        task = asyncio.current_task()
+        if task is None:
+            return
+        self._sink_task = (task, contextvars.copy_context())
+        self._inline.consumer = self._consume
+
+    def _consume(self, data: bytes) -> bool:
+        """The stream's consumer: split `data` and give its messages to the
+        sink, while the task in `receive` waits for bytes (so every message
+        before these has been returned by `receive`, and order holds)."""
+        sink_task = self._sink_task
+        if (
+            sink_task is None
+            or not self._receiving
+            or self._draining
+            or self._failing
+            or self.close_code is not None
+        ):
+            return False
+        task, context = sink_task
+        taken = context.run(as_task, task, self._take, data)
+        return taken is not None  # None: asyncio could not run it as the task
+
+    def _take(self, data: bytes) -> bool:
+        stream = self._inline
+        assert stream is not None and self._sink is not None
+        items = self._splitter.feed(data)
+        if type(items) is not list:  # from a Close on: the task in `receive` takes it all
+            self._events = iter(items)
+            stream.nudge()
+            return True
+        sink = self._sink
+        # What the sink sends meanwhile goes out in one write (`send_nowait`).
+        batch: list[str | bytes] = []
+        self._batch = batch
+        try:
+            for i, item in enumerate(items):
+                if (type(item) is str or type(item) is bytes) and sink(item):
+                    continue
+                self._events = iter(items[i:])
+                stream.nudge()
+                break
+        finally:
+            self._batch = None
+            if batch:
+                stream.write_now(encode(batch, mask=self._conn.client))
+        return True
 
     async def receive(self) -> str | bytes:
         """Return the next whole message (str for text, bytes for binary).
@@ -241,6 +321,8 @@ class WebSocket:
                 except _STREAM_ERRORS:
                     await self._finish(*self._end_state())
                     break
+                if not data:  # nudged: the sink left messages or events in _events
+                    continue
                 if self._failing:
                     self._splitter.discard(data)
                 else:
@@ -296,6 +378,30 @@ class WebSocket:
         else:
             with anyio.fail_after(self._write_timeout):
                 await self.stream.send(data)
+
+    def send_nowait(self, message: str | bytes) -> bool:
+        """Send one message if that needs no waiting (our asyncio stream, no
+        other write under way, room in the transport); False, sending
+        nothing, otherwise: then `send` it."""
+        stream = self._inline
+        if (
+            stream is None
+            or self._write_lock.locked()
+            or self._failing
+            or self._conn.state is not _OPEN
+        ):
+            return False
+        batch = self._batch
+        if batch is not None:  # in the sink: written together when it returns
+            if not batch and not stream.writable():
+                return False
+            batch.append(message)
+            return True
+        data = encode((message,), mask=self._conn.client)
+        if not stream.writable(len(data)):
+            return False
+        stream.write_now(data)
+        return True
 
     async def send(self, message: str | bytes) -> None:
         """Send one text (str) or binary (bytes) message."""
@@ -532,8 +638,11 @@ class WebSocket:
 
 
 def _address(stream: anyio.abc.ByteStream, attribute: object) -> tuple[str, int] | None:
-    """(host, port) of a socket attribute, or None (not a TCP stream)."""
-    address = stream.extra(attribute, None)
+    """(host, port) of a socket attribute, or None (not a TCP stream, or closed)."""
+    try:
+        address = stream.extra(attribute, None)
+    except OSError:
+        return None
     if isinstance(address, tuple) and len(address) >= 2:
         return str(address[0]), int(address[1])
     return None

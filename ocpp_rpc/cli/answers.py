@@ -11,9 +11,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import Call, RPCServer, create_rpc_error
+
+if TYPE_CHECKING:  # the answers' types; the commands never import these modules
+    from .. import v16, v201
 
 
 def now() -> str:
@@ -102,10 +105,10 @@ class CSMSDefaults:
         for action in sorted(self.actions):
             server.handle(action, self.answer)
 
-    def _boot(self, call: Call) -> dict[str, Any]:
+    def _boot(self, call: Call) -> v16.BootNotificationResponse | v201.BootNotificationResponse:
         return {"status": "Accepted", "currentTime": now(), "interval": self.heartbeat_interval}
 
-    def _heartbeat(self, call: Call) -> dict[str, Any]:
+    def _heartbeat(self, call: Call) -> v16.HeartbeatResponse | v201.HeartbeatResponse:
         return {"currentTime": now()}
 
 
@@ -117,7 +120,7 @@ def _params(call: Call) -> Mapping[str, Any]:
     return call.params if isinstance(call.params, Mapping) else {}
 
 
-def _get_configuration(call: Call) -> dict[str, Any]:
+def _get_configuration(call: Call[v16.GetConfigurationRequest]) -> v16.GetConfigurationResponse:
     known = {"HeartbeatInterval": "300", "MeterValueSampleInterval": "60"}
     keys = _params(call).get("key") or list(known)
     return {
@@ -128,7 +131,7 @@ def _get_configuration(call: Call) -> dict[str, Any]:
     }
 
 
-def _get_variables(call: Call) -> dict[str, Any]:
+def _get_variables(call: Call[v201.GetVariablesRequest]) -> v201.GetVariablesResponse:
     return {
         "getVariableResult": [
             {
@@ -141,7 +144,7 @@ def _get_variables(call: Call) -> dict[str, Any]:
     }
 
 
-def _set_variables(call: Call) -> dict[str, Any]:
+def _set_variables(call: Call[v201.SetVariablesRequest]) -> v201.SetVariablesResponse:
     return {
         "setVariableResult": [
             {

@@ -6,20 +6,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import anyio
 
-from .. import RPCClient, RPCServer, ServerClient
+from .. import RPCClient, RPCServer, ServerClient, v16, v201
 from .answers import CSMSDefaults, answer_as_charge_point
 from .output import BOLD, GREEN, Output
-from .simulation import run_session
+from .simulation import charger_store, run_session, transaction_call
 
 
-async def run_demo(*, chargers: int = 2, out: TextIO | Output = sys.stdout) -> None:
+async def run_demo(
+    *, chargers: int = 2, out: TextIO | Output = sys.stdout, store: str | None = None
+) -> None:
     """Start a CSMS, connect `chargers` charge points (odd ones OCPP 1.6, even
     ones 2.0.1), let each boot, report status, heartbeat and run one
-    transaction, then let the CSMS call each charger once."""
+    transaction, then let the CSMS call each charger once. With `store` (a
+    directory) the charge points send transaction messages as durable calls."""
     output = out if isinstance(out, Output) else Output(out)
     async with RPCServer(protocols=["ocpp2.0.1", "ocpp1.6"]) as csms:
         CSMSDefaults().register(csms)
@@ -47,10 +51,12 @@ async def run_demo(*, chargers: int = 2, out: TextIO | Output = sys.stdout) -> N
             nonlocal sessions_done
             identity = f"CP{number}"
             protocol = "ocpp1.6" if number % 2 else "ocpp2.0.1"
-            async with RPCClient(url, identity, protocols=[protocol], reconnect=False) as cp:
+            cp_store = charger_store(store, identity)
+            async with RPCClient(url, identity, protocols=[protocol], reconnect=False,
+                                 store=cp_store) as cp:
                 cp.handle(answer_as_charge_point)
-                await run_session(cp.call, protocol, serial=f"DEMO-{number:04d}",
-                                  meter_values=1)
+                await run_session(cp.call if cp_store is None else transaction_call(cp), protocol,
+                                  serial=f"DEMO-{number:04d}", meter_values=1)
                 sessions_done += 1
                 if sessions_done == chargers:
                     all_done.set()
@@ -63,11 +69,13 @@ async def run_demo(*, chargers: int = 2, out: TextIO | Output = sys.stdout) -> N
                 await all_done.wait()
             # The server-initiated call: the CSMS asks every charger for its configuration.
             for identity, client in sorted(csms.clients.items()):
+                result: Mapping[str, object]
                 if client.protocol == "ocpp2.0.1":
-                    result = await client.call(
-                        "GetBaseReport", {"requestId": 1, "reportBase": "SummaryInventory"})
+                    result = await v201.call(
+                        client, "GetBaseReport", {"requestId": 1, "reportBase": "SummaryInventory"})
                 else:
-                    result = await client.call("GetConfiguration", {"key": ["HeartbeatInterval"]})
+                    result = await v16.call(
+                        client, "GetConfiguration", {"key": ["HeartbeatInterval"]})
                 output.emit("answered", f"CSMS: {identity} answered {json.dumps(result)}",
                             identity=identity, result=result)
             finished.set()
@@ -80,6 +88,6 @@ async def run_demo(*, chargers: int = 2, out: TextIO | Output = sys.stdout) -> N
 
 async def demo_command(args: argparse.Namespace) -> int:
     """``ocpp-rpc demo``."""
-    await run_demo(chargers=args.chargers, out=Output(json_lines=args.json))
+    await run_demo(chargers=args.chargers, out=Output(json_lines=args.json), store=args.store)
     return 0
 

@@ -73,6 +73,10 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
                         help="call timeout (default: 30)")
 
 
+STORE_HELP = ("keep each charger's transaction messages in DIR/IDENTITY.db (durable calls): "
+              "chargers boot offline, reconnect and deliver them once the CSMS is back")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "even: 2.0.1), run boot, status, heartbeat and a transaction each, let the "
         "CSMS call every charger, and print every frame.")
     demo.add_argument("--chargers", type=int, default=2, help="how many charge points (2)")
+    demo.add_argument("--store", metavar="DIR", help=STORE_HELP)
     _common(demo)
 
     serve = commands.add_parser(
@@ -177,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--heartbeats", type=int, default=1, help="per charger (1)")
     simulate.add_argument("--ramp", type=float, default=0.0, metavar="SECONDS",
                           help="spread the connections over this time (0: all at once)")
+    simulate.add_argument("--store", metavar="DIR", help=STORE_HELP)
     _client_options(simulate)
     _common(simulate)
     return parser

@@ -4,14 +4,45 @@ heartbeats and transactions with meter values. Used by `ocpp-rpc demo` and
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from .. import RPCClient
+from ..durable import SQLiteStore
 from .answers import is_ocpp16, now
 
 #: `(action, params) -> result`: the client's `call`, or a wrapper that times it.
 CallFunction = Callable[[str, Any], Awaitable[Any]]
+
+#: The transaction-related messages a charge point keeps while offline and
+#: delivers in order (OCPP 1.6 §3.7, 2.0.1 E13): durable calls with a store.
+TRANSACTION_MESSAGES = frozenset(
+    {"StartTransaction", "StopTransaction", "MeterValues", "TransactionEvent"})
+
+
+def charger_store(directory: str | None, identity: str) -> SQLiteStore | None:
+    """The store of charger `identity` under `directory` (``--store``), or None."""
+    if directory is None:
+        return None
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(path / f"{quote(identity, safe='')}.db")
+
+
+def transaction_call(client: RPCClient) -> CallFunction:
+    """A call function that sends transaction messages as durable calls
+    waiting for as long as the CSMS is away, and the rest as usual."""
+
+    async def call(action: str, params: Any) -> Any:
+        if action in TRANSACTION_MESSAGES:
+            return await client.call(action, params, durable=True, timeout=math.inf)
+        return await client.call(action, params)
+
+    return call
 
 VENDOR = "ocpp_rpc"
 MODEL = "Simulator"

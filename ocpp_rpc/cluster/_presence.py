@@ -31,6 +31,11 @@ __all__ = ("Owner", "Presence", "PresenceHooks")
 logger = logging.getLogger("ocpp_rpc.cluster")
 
 _CHUNK = 500
+#: REGISTER scripts in flight at once. A burst of connections (a reconnect
+#: storm) waits its turn here: run all at once, thousands of registrations
+#: share the event loop and the pool, every one of them outlives its timeout
+#: together, and the lease renewal with them.
+_REGISTERING = 64
 T = TypeVar("T")
 
 
@@ -72,6 +77,7 @@ class Presence:
         self._renewed = anyio.Event()
         self._renew_now = anyio.Event()
         self.cut_off = False
+        self._registering = anyio.Semaphore(_REGISTERING)
 
     # -- lease ------------------------------------------------------------------
 
@@ -174,6 +180,12 @@ class Presence:
     # -- registrations ------------------------------------------------------------
 
     async def register(self, identity: str, connection_id: str, protocol: str) -> Owner | None:
+        async with self._registering:
+            if self.cut_off:
+                raise ClusterUnavailable(f"node {self.node_id} is cut off from the cluster")
+            return await self._register(identity, connection_id, protocol)
+
+    async def _register(self, identity: str, connection_id: str, protocol: str) -> Owner | None:
         for attempt in (1, 2):
             instance = self.instance
             done = False

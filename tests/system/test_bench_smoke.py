@@ -3,6 +3,8 @@ of them rots. Nothing here is timed or compared: the numbers are only parsed."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ BENCH = ROOT / "benchmarks" / "bench.py"
 @pytest.fixture(scope="module")
 def smoke_table() -> str:
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--frames", "Heartbeat"],
+        [sys.executable, str(BENCH), "--smoke", "--frames", "Heartbeat", "--tables", "in-process"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -42,3 +44,26 @@ def test_bench_smoke_runs_the_anchors_that_are_installed(smoke_table: str) -> No
     for name in names:
         assert any(line.startswith("| 1 seq Heartbeat") and f"| {name} " in line
                    for line in smoke_table.splitlines()), f"no row for {name}:\n{smoke_table}"
+
+
+DRIVER = ROOT / "benchmarks" / ".driver" / "raw"  # python benchmarks/driver.py install
+
+
+@pytest.mark.skipif(not (shutil.which("node") and (DRIVER / "node_modules" / "ws").exists()),
+                    reason="no node or no raw driver (python benchmarks/driver.py install)")
+def test_bench_smoke_feeds_our_server_from_the_raw_driver(tmp_path: Path) -> None:
+    out = tmp_path / "fed.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--tables", "driver", "--only", "trio", "node",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Server fed by the raw driver" in done.stdout
+    names, samples = json.loads(out.read_text())["fed"]
+    assert "ocpp_rpc trio" in names
+    for name in names:
+        for measurement in ("fanin hb", "fanin mv", "seq 100", "answer", "conns"):
+            sample = samples[measurement][name][0]
+            assert sample["rate"] > 0 and sample["cpu_us"] >= 0, (measurement, name, sample)
+        assert samples["conns"][name][0]["opened"] == 20
