@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from ._rpc.client import RPCClient
-from ._rpc.handlers import Call
+from ._rpc.handlers import Call, RPCEndpoint
 from ._rpc.server import RPCServer
 
 if sys.version_info >= (3, 11):
@@ -953,7 +953,7 @@ _Register: TypeAlias = Callable[[_Handler[_P, _R]], _Handler[_P, _R]]
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Authorize"]',
     params: "AuthorizeRequest",
     *,
@@ -963,7 +963,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["BootNotification"]',
     params: "BootNotificationRequest",
     *,
@@ -973,7 +973,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CancelReservation"]',
     params: "CancelReservationRequest",
     *,
@@ -983,7 +983,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CertificateSigned"]',
     params: "CertificateSignedRequest",
     *,
@@ -993,7 +993,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ChangeAvailability"]',
     params: "ChangeAvailabilityRequest",
     *,
@@ -1003,7 +1003,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ChangeConfiguration"]',
     params: "ChangeConfigurationRequest",
     *,
@@ -1013,7 +1013,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearCache"]',
     params: "ClearCacheRequest",
     *,
@@ -1023,7 +1023,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearChargingProfile"]',
     params: "ClearChargingProfileRequest",
     *,
@@ -1033,7 +1033,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DataTransfer"]',
     params: "DataTransferRequest",
     *,
@@ -1043,7 +1043,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DeleteCertificate"]',
     params: "DeleteCertificateRequest",
     *,
@@ -1053,7 +1053,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DiagnosticsStatusNotification"]',
     params: "DiagnosticsStatusNotificationRequest",
     *,
@@ -1063,7 +1063,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ExtendedTriggerMessage"]',
     params: "ExtendedTriggerMessageRequest",
     *,
@@ -1073,7 +1073,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["FirmwareStatusNotification"]',
     params: "FirmwareStatusNotificationRequest",
     *,
@@ -1083,7 +1083,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetCompositeSchedule"]',
     params: "GetCompositeScheduleRequest",
     *,
@@ -1093,7 +1093,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetConfiguration"]',
     params: "GetConfigurationRequest",
     *,
@@ -1103,7 +1103,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetDiagnostics"]',
     params: "GetDiagnosticsRequest",
     *,
@@ -1113,7 +1113,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetInstalledCertificateIds"]',
     params: "GetInstalledCertificateIdsRequest",
     *,
@@ -1123,7 +1123,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetLocalListVersion"]',
     params: "GetLocalListVersionRequest",
     *,
@@ -1133,7 +1133,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetLog"]',
     params: "GetLogRequest",
     *,
@@ -1143,7 +1143,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Heartbeat"]',
     params: "HeartbeatRequest",
     *,
@@ -1153,7 +1153,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["InstallCertificate"]',
     params: "InstallCertificateRequest",
     *,
@@ -1163,7 +1163,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["LogStatusNotification"]',
     params: "LogStatusNotificationRequest",
     *,
@@ -1173,7 +1173,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["MeterValues"]',
     params: "MeterValuesRequest",
     *,
@@ -1183,7 +1183,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RemoteStartTransaction"]',
     params: "RemoteStartTransactionRequest",
     *,
@@ -1193,7 +1193,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RemoteStopTransaction"]',
     params: "RemoteStopTransactionRequest",
     *,
@@ -1203,7 +1203,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReserveNow"]',
     params: "ReserveNowRequest",
     *,
@@ -1213,7 +1213,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Reset"]',
     params: "ResetRequest",
     *,
@@ -1223,7 +1223,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SecurityEventNotification"]',
     params: "SecurityEventNotificationRequest",
     *,
@@ -1233,7 +1233,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SendLocalList"]',
     params: "SendLocalListRequest",
     *,
@@ -1243,7 +1243,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetChargingProfile"]',
     params: "SetChargingProfileRequest",
     *,
@@ -1253,7 +1253,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SignCertificate"]',
     params: "SignCertificateRequest",
     *,
@@ -1263,7 +1263,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SignedFirmwareStatusNotification"]',
     params: "SignedFirmwareStatusNotificationRequest",
     *,
@@ -1273,7 +1273,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SignedUpdateFirmware"]',
     params: "SignedUpdateFirmwareRequest",
     *,
@@ -1283,7 +1283,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["StartTransaction"]',
     params: "StartTransactionRequest",
     *,
@@ -1293,7 +1293,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["StatusNotification"]',
     params: "StatusNotificationRequest",
     *,
@@ -1303,7 +1303,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["StopTransaction"]',
     params: "StopTransactionRequest",
     *,
@@ -1313,7 +1313,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["TriggerMessage"]',
     params: "TriggerMessageRequest",
     *,
@@ -1323,7 +1323,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UnlockConnector"]',
     params: "UnlockConnectorRequest",
     *,
@@ -1333,7 +1333,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UpdateFirmware"]',
     params: "UpdateFirmwareRequest",
     *,
@@ -1342,11 +1342,16 @@ async def call(
 
 
 async def call(
-    client: RPCClient, action: str, params: Any, *, timeout: float | None = None
+    client: RPCClient | RPCEndpoint,
+    action: str,
+    params: Any,
+    *,
+    timeout: float | None = None,
 ) -> Any:
     """`await client.call(action, params, timeout=timeout)`, typed per action:
     `params` is the action's request, the result its response.
-    `client` is an `RPCClient` or a `ServerClient`."""
+    `client` is an `RPCClient`, a `ServerClient` or a handler's `call.client`.
+    """
     return await client.call(action, params, timeout=timeout)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from ._rpc.client import RPCClient
-from ._rpc.handlers import Call
+from ._rpc.handlers import Call, RPCEndpoint
 from ._rpc.server import RPCServer
 
 if sys.version_info >= (3, 11):
@@ -3695,7 +3695,7 @@ _Register: TypeAlias = Callable[[_Handler[_P, _R]], _Handler[_P, _R]]
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Authorize"]',
     params: "AuthorizeRequest",
     *,
@@ -3705,7 +3705,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["BootNotification"]',
     params: "BootNotificationRequest",
     *,
@@ -3715,7 +3715,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CancelReservation"]',
     params: "CancelReservationRequest",
     *,
@@ -3725,7 +3725,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CertificateSigned"]',
     params: "CertificateSignedRequest",
     *,
@@ -3735,7 +3735,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ChangeAvailability"]',
     params: "ChangeAvailabilityRequest",
     *,
@@ -3745,7 +3745,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearCache"]',
     params: "ClearCacheRequest",
     *,
@@ -3755,7 +3755,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearChargingProfile"]',
     params: "ClearChargingProfileRequest",
     *,
@@ -3765,7 +3765,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearDisplayMessage"]',
     params: "ClearDisplayMessageRequest",
     *,
@@ -3775,7 +3775,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearVariableMonitoring"]',
     params: "ClearVariableMonitoringRequest",
     *,
@@ -3785,7 +3785,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearedChargingLimit"]',
     params: "ClearedChargingLimitRequest",
     *,
@@ -3795,7 +3795,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CostUpdated"]',
     params: "CostUpdatedRequest",
     *,
@@ -3805,7 +3805,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CustomerInformation"]',
     params: "CustomerInformationRequest",
     *,
@@ -3815,7 +3815,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DataTransfer"]',
     params: "DataTransferRequest",
     *,
@@ -3825,7 +3825,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DeleteCertificate"]',
     params: "DeleteCertificateRequest",
     *,
@@ -3835,7 +3835,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["FirmwareStatusNotification"]',
     params: "FirmwareStatusNotificationRequest",
     *,
@@ -3845,7 +3845,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Get15118EVCertificate"]',
     params: "Get15118EVCertificateRequest",
     *,
@@ -3855,7 +3855,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetBaseReport"]',
     params: "GetBaseReportRequest",
     *,
@@ -3865,7 +3865,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetCertificateStatus"]',
     params: "GetCertificateStatusRequest",
     *,
@@ -3875,7 +3875,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetChargingProfiles"]',
     params: "GetChargingProfilesRequest",
     *,
@@ -3885,7 +3885,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetCompositeSchedule"]',
     params: "GetCompositeScheduleRequest",
     *,
@@ -3895,7 +3895,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetDisplayMessages"]',
     params: "GetDisplayMessagesRequest",
     *,
@@ -3905,7 +3905,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetInstalledCertificateIds"]',
     params: "GetInstalledCertificateIdsRequest",
     *,
@@ -3915,7 +3915,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetLocalListVersion"]',
     params: "GetLocalListVersionRequest",
     *,
@@ -3925,7 +3925,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetLog"]',
     params: "GetLogRequest",
     *,
@@ -3935,7 +3935,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetMonitoringReport"]',
     params: "GetMonitoringReportRequest",
     *,
@@ -3945,7 +3945,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetReport"]',
     params: "GetReportRequest",
     *,
@@ -3955,7 +3955,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetTransactionStatus"]',
     params: "GetTransactionStatusRequest",
     *,
@@ -3965,7 +3965,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetVariables"]',
     params: "GetVariablesRequest",
     *,
@@ -3975,7 +3975,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Heartbeat"]',
     params: "HeartbeatRequest",
     *,
@@ -3985,7 +3985,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["InstallCertificate"]',
     params: "InstallCertificateRequest",
     *,
@@ -3995,7 +3995,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["LogStatusNotification"]',
     params: "LogStatusNotificationRequest",
     *,
@@ -4005,7 +4005,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["MeterValues"]',
     params: "MeterValuesRequest",
     *,
@@ -4015,7 +4015,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyChargingLimit"]',
     params: "NotifyChargingLimitRequest",
     *,
@@ -4025,7 +4025,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyCustomerInformation"]',
     params: "NotifyCustomerInformationRequest",
     *,
@@ -4035,7 +4035,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyDisplayMessages"]',
     params: "NotifyDisplayMessagesRequest",
     *,
@@ -4045,7 +4045,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyEVChargingNeeds"]',
     params: "NotifyEVChargingNeedsRequest",
     *,
@@ -4055,7 +4055,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyEVChargingSchedule"]',
     params: "NotifyEVChargingScheduleRequest",
     *,
@@ -4065,7 +4065,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyEvent"]',
     params: "NotifyEventRequest",
     *,
@@ -4075,7 +4075,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyMonitoringReport"]',
     params: "NotifyMonitoringReportRequest",
     *,
@@ -4085,7 +4085,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyReport"]',
     params: "NotifyReportRequest",
     *,
@@ -4095,7 +4095,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["PublishFirmware"]',
     params: "PublishFirmwareRequest",
     *,
@@ -4105,7 +4105,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["PublishFirmwareStatusNotification"]',
     params: "PublishFirmwareStatusNotificationRequest",
     *,
@@ -4115,7 +4115,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReportChargingProfiles"]',
     params: "ReportChargingProfilesRequest",
     *,
@@ -4125,7 +4125,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RequestStartTransaction"]',
     params: "RequestStartTransactionRequest",
     *,
@@ -4135,7 +4135,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RequestStopTransaction"]',
     params: "RequestStopTransactionRequest",
     *,
@@ -4145,7 +4145,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReservationStatusUpdate"]',
     params: "ReservationStatusUpdateRequest",
     *,
@@ -4155,7 +4155,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReserveNow"]',
     params: "ReserveNowRequest",
     *,
@@ -4165,7 +4165,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Reset"]',
     params: "ResetRequest",
     *,
@@ -4175,7 +4175,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SecurityEventNotification"]',
     params: "SecurityEventNotificationRequest",
     *,
@@ -4185,7 +4185,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SendLocalList"]',
     params: "SendLocalListRequest",
     *,
@@ -4195,7 +4195,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetChargingProfile"]',
     params: "SetChargingProfileRequest",
     *,
@@ -4205,7 +4205,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetDisplayMessage"]',
     params: "SetDisplayMessageRequest",
     *,
@@ -4215,7 +4215,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetMonitoringBase"]',
     params: "SetMonitoringBaseRequest",
     *,
@@ -4225,7 +4225,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetMonitoringLevel"]',
     params: "SetMonitoringLevelRequest",
     *,
@@ -4235,7 +4235,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetNetworkProfile"]',
     params: "SetNetworkProfileRequest",
     *,
@@ -4245,7 +4245,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetVariableMonitoring"]',
     params: "SetVariableMonitoringRequest",
     *,
@@ -4255,7 +4255,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetVariables"]',
     params: "SetVariablesRequest",
     *,
@@ -4265,7 +4265,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SignCertificate"]',
     params: "SignCertificateRequest",
     *,
@@ -4275,7 +4275,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["StatusNotification"]',
     params: "StatusNotificationRequest",
     *,
@@ -4285,7 +4285,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["TransactionEvent"]',
     params: "TransactionEventRequest",
     *,
@@ -4295,7 +4295,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["TriggerMessage"]',
     params: "TriggerMessageRequest",
     *,
@@ -4305,7 +4305,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UnlockConnector"]',
     params: "UnlockConnectorRequest",
     *,
@@ -4315,7 +4315,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UnpublishFirmware"]',
     params: "UnpublishFirmwareRequest",
     *,
@@ -4325,7 +4325,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UpdateFirmware"]',
     params: "UpdateFirmwareRequest",
     *,
@@ -4334,11 +4334,16 @@ async def call(
 
 
 async def call(
-    client: RPCClient, action: str, params: Any, *, timeout: float | None = None
+    client: RPCClient | RPCEndpoint,
+    action: str,
+    params: Any,
+    *,
+    timeout: float | None = None,
 ) -> Any:
     """`await client.call(action, params, timeout=timeout)`, typed per action:
     `params` is the action's request, the result its response.
-    `client` is an `RPCClient` or a `ServerClient`."""
+    `client` is an `RPCClient`, a `ServerClient` or a handler's `call.client`.
+    """
     return await client.call(action, params, timeout=timeout)
 
 

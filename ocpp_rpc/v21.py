@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from ._rpc.client import RPCClient
-from ._rpc.handlers import Call
+from ._rpc.handlers import Call, RPCEndpoint
 from ._rpc.server import RPCServer
 
 if sys.version_info >= (3, 11):
@@ -5972,7 +5972,7 @@ _Register: TypeAlias = Callable[[_Handler[_P, _R]], _Handler[_P, _R]]
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["AFRRSignal"]',
     params: "AFRRSignalRequest",
     *,
@@ -5982,7 +5982,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["AdjustPeriodicEventStream"]',
     params: "AdjustPeriodicEventStreamRequest",
     *,
@@ -5992,7 +5992,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Authorize"]',
     params: "AuthorizeRequest",
     *,
@@ -6002,7 +6002,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["BatterySwap"]',
     params: "BatterySwapRequest",
     *,
@@ -6012,7 +6012,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["BootNotification"]',
     params: "BootNotificationRequest",
     *,
@@ -6022,7 +6022,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CancelReservation"]',
     params: "CancelReservationRequest",
     *,
@@ -6032,7 +6032,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CertificateSigned"]',
     params: "CertificateSignedRequest",
     *,
@@ -6042,7 +6042,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ChangeAvailability"]',
     params: "ChangeAvailabilityRequest",
     *,
@@ -6052,7 +6052,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ChangeTransactionTariff"]',
     params: "ChangeTransactionTariffRequest",
     *,
@@ -6062,7 +6062,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearCache"]',
     params: "ClearCacheRequest",
     *,
@@ -6072,7 +6072,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearChargingProfile"]',
     params: "ClearChargingProfileRequest",
     *,
@@ -6082,7 +6082,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearDERControl"]',
     params: "ClearDERControlRequest",
     *,
@@ -6092,7 +6092,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearDisplayMessage"]',
     params: "ClearDisplayMessageRequest",
     *,
@@ -6102,7 +6102,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearTariffs"]',
     params: "ClearTariffsRequest",
     *,
@@ -6112,7 +6112,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearVariableMonitoring"]',
     params: "ClearVariableMonitoringRequest",
     *,
@@ -6122,7 +6122,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClearedChargingLimit"]',
     params: "ClearedChargingLimitRequest",
     *,
@@ -6132,7 +6132,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ClosePeriodicEventStream"]',
     params: "ClosePeriodicEventStreamRequest",
     *,
@@ -6142,7 +6142,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CostUpdated"]',
     params: "CostUpdatedRequest",
     *,
@@ -6152,7 +6152,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["CustomerInformation"]',
     params: "CustomerInformationRequest",
     *,
@@ -6162,7 +6162,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DataTransfer"]',
     params: "DataTransferRequest",
     *,
@@ -6172,7 +6172,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["DeleteCertificate"]',
     params: "DeleteCertificateRequest",
     *,
@@ -6182,7 +6182,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["FirmwareStatusNotification"]',
     params: "FirmwareStatusNotificationRequest",
     *,
@@ -6192,7 +6192,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Get15118EVCertificate"]',
     params: "Get15118EVCertificateRequest",
     *,
@@ -6202,7 +6202,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetBaseReport"]',
     params: "GetBaseReportRequest",
     *,
@@ -6212,7 +6212,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetCertificateChainStatus"]',
     params: "GetCertificateChainStatusRequest",
     *,
@@ -6222,7 +6222,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetCertificateStatus"]',
     params: "GetCertificateStatusRequest",
     *,
@@ -6232,7 +6232,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetChargingProfiles"]',
     params: "GetChargingProfilesRequest",
     *,
@@ -6242,7 +6242,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetCompositeSchedule"]',
     params: "GetCompositeScheduleRequest",
     *,
@@ -6252,7 +6252,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetDERControl"]',
     params: "GetDERControlRequest",
     *,
@@ -6262,7 +6262,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetDisplayMessages"]',
     params: "GetDisplayMessagesRequest",
     *,
@@ -6272,7 +6272,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetInstalledCertificateIds"]',
     params: "GetInstalledCertificateIdsRequest",
     *,
@@ -6282,7 +6282,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetLocalListVersion"]',
     params: "GetLocalListVersionRequest",
     *,
@@ -6292,7 +6292,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetLog"]',
     params: "GetLogRequest",
     *,
@@ -6302,7 +6302,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetMonitoringReport"]',
     params: "GetMonitoringReportRequest",
     *,
@@ -6312,7 +6312,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetPeriodicEventStream"]',
     params: "GetPeriodicEventStreamRequest",
     *,
@@ -6322,7 +6322,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetReport"]',
     params: "GetReportRequest",
     *,
@@ -6332,7 +6332,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetTariffs"]',
     params: "GetTariffsRequest",
     *,
@@ -6342,7 +6342,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetTransactionStatus"]',
     params: "GetTransactionStatusRequest",
     *,
@@ -6352,7 +6352,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["GetVariables"]',
     params: "GetVariablesRequest",
     *,
@@ -6362,7 +6362,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Heartbeat"]',
     params: "HeartbeatRequest",
     *,
@@ -6372,7 +6372,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["InstallCertificate"]',
     params: "InstallCertificateRequest",
     *,
@@ -6382,7 +6382,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["LogStatusNotification"]',
     params: "LogStatusNotificationRequest",
     *,
@@ -6392,7 +6392,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["MeterValues"]',
     params: "MeterValuesRequest",
     *,
@@ -6402,7 +6402,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyAllowedEnergyTransfer"]',
     params: "NotifyAllowedEnergyTransferRequest",
     *,
@@ -6412,7 +6412,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyChargingLimit"]',
     params: "NotifyChargingLimitRequest",
     *,
@@ -6422,7 +6422,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyCustomerInformation"]',
     params: "NotifyCustomerInformationRequest",
     *,
@@ -6432,7 +6432,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyDERAlarm"]',
     params: "NotifyDERAlarmRequest",
     *,
@@ -6442,7 +6442,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyDERStartStop"]',
     params: "NotifyDERStartStopRequest",
     *,
@@ -6452,7 +6452,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyDisplayMessages"]',
     params: "NotifyDisplayMessagesRequest",
     *,
@@ -6462,7 +6462,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyEVChargingNeeds"]',
     params: "NotifyEVChargingNeedsRequest",
     *,
@@ -6472,7 +6472,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyEVChargingSchedule"]',
     params: "NotifyEVChargingScheduleRequest",
     *,
@@ -6482,7 +6482,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyEvent"]',
     params: "NotifyEventRequest",
     *,
@@ -6492,7 +6492,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyMonitoringReport"]',
     params: "NotifyMonitoringReportRequest",
     *,
@@ -6502,7 +6502,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyPriorityCharging"]',
     params: "NotifyPriorityChargingRequest",
     *,
@@ -6512,7 +6512,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyReport"]',
     params: "NotifyReportRequest",
     *,
@@ -6522,7 +6522,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifySettlement"]',
     params: "NotifySettlementRequest",
     *,
@@ -6532,7 +6532,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["NotifyWebPaymentStarted"]',
     params: "NotifyWebPaymentStartedRequest",
     *,
@@ -6542,7 +6542,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["OpenPeriodicEventStream"]',
     params: "OpenPeriodicEventStreamRequest",
     *,
@@ -6552,7 +6552,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["PublishFirmware"]',
     params: "PublishFirmwareRequest",
     *,
@@ -6562,7 +6562,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["PublishFirmwareStatusNotification"]',
     params: "PublishFirmwareStatusNotificationRequest",
     *,
@@ -6572,7 +6572,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["PullDynamicScheduleUpdate"]',
     params: "PullDynamicScheduleUpdateRequest",
     *,
@@ -6582,7 +6582,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReportChargingProfiles"]',
     params: "ReportChargingProfilesRequest",
     *,
@@ -6592,7 +6592,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReportDERControl"]',
     params: "ReportDERControlRequest",
     *,
@@ -6602,7 +6602,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RequestBatterySwap"]',
     params: "RequestBatterySwapRequest",
     *,
@@ -6612,7 +6612,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RequestStartTransaction"]',
     params: "RequestStartTransactionRequest",
     *,
@@ -6622,7 +6622,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["RequestStopTransaction"]',
     params: "RequestStopTransactionRequest",
     *,
@@ -6632,7 +6632,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReservationStatusUpdate"]',
     params: "ReservationStatusUpdateRequest",
     *,
@@ -6642,7 +6642,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["ReserveNow"]',
     params: "ReserveNowRequest",
     *,
@@ -6652,7 +6652,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["Reset"]',
     params: "ResetRequest",
     *,
@@ -6662,7 +6662,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SecurityEventNotification"]',
     params: "SecurityEventNotificationRequest",
     *,
@@ -6672,7 +6672,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SendLocalList"]',
     params: "SendLocalListRequest",
     *,
@@ -6682,7 +6682,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetChargingProfile"]',
     params: "SetChargingProfileRequest",
     *,
@@ -6692,7 +6692,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetDERControl"]',
     params: "SetDERControlRequest",
     *,
@@ -6702,7 +6702,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetDefaultTariff"]',
     params: "SetDefaultTariffRequest",
     *,
@@ -6712,7 +6712,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetDisplayMessage"]',
     params: "SetDisplayMessageRequest",
     *,
@@ -6722,7 +6722,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetMonitoringBase"]',
     params: "SetMonitoringBaseRequest",
     *,
@@ -6732,7 +6732,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetMonitoringLevel"]',
     params: "SetMonitoringLevelRequest",
     *,
@@ -6742,7 +6742,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetNetworkProfile"]',
     params: "SetNetworkProfileRequest",
     *,
@@ -6752,7 +6752,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetVariableMonitoring"]',
     params: "SetVariableMonitoringRequest",
     *,
@@ -6762,7 +6762,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SetVariables"]',
     params: "SetVariablesRequest",
     *,
@@ -6772,7 +6772,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["SignCertificate"]',
     params: "SignCertificateRequest",
     *,
@@ -6782,7 +6782,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["StatusNotification"]',
     params: "StatusNotificationRequest",
     *,
@@ -6792,7 +6792,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["TransactionEvent"]',
     params: "TransactionEventRequest",
     *,
@@ -6802,7 +6802,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["TriggerMessage"]',
     params: "TriggerMessageRequest",
     *,
@@ -6812,7 +6812,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UnlockConnector"]',
     params: "UnlockConnectorRequest",
     *,
@@ -6822,7 +6822,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UnpublishFirmware"]',
     params: "UnpublishFirmwareRequest",
     *,
@@ -6832,7 +6832,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UpdateDynamicSchedule"]',
     params: "UpdateDynamicScheduleRequest",
     *,
@@ -6842,7 +6842,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UpdateFirmware"]',
     params: "UpdateFirmwareRequest",
     *,
@@ -6852,7 +6852,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["UsePriorityCharging"]',
     params: "UsePriorityChargingRequest",
     *,
@@ -6862,7 +6862,7 @@ async def call(
 
 @overload
 async def call(
-    client: "RPCClient",
+    client: "RPCClient | RPCEndpoint",
     action: 'Literal["VatNumberValidation"]',
     params: "VatNumberValidationRequest",
     *,
@@ -6871,11 +6871,16 @@ async def call(
 
 
 async def call(
-    client: RPCClient, action: str, params: Any, *, timeout: float | None = None
+    client: RPCClient | RPCEndpoint,
+    action: str,
+    params: Any,
+    *,
+    timeout: float | None = None,
 ) -> Any:
     """`await client.call(action, params, timeout=timeout)`, typed per action:
     `params` is the action's request, the result its response.
-    `client` is an `RPCClient` or a `ServerClient`."""
+    `client` is an `RPCClient`, a `ServerClient` or a handler's `call.client`.
+    """
     return await client.call(action, params, timeout=timeout)
 
 
@@ -7199,6 +7204,12 @@ def handler(
 
 @overload
 def handler(
+    target: "RPCClient | RPCServer", action: 'Literal["NotifyPeriodicEventStream"]'
+) -> "_Register[NotifyPeriodicEventStreamRequest, None]": ...
+
+
+@overload
+def handler(
     target: "RPCClient | RPCServer", action: 'Literal["NotifyPriorityCharging"]'
 ) -> "_Register[NotifyPriorityChargingRequest, NotifyPriorityChargingResponse]": ...
 
@@ -7425,7 +7436,8 @@ def handler(target: RPCClient | RPCServer, action: str) -> _Register[Any, Any]:
     """Decorator: register the function as `target`'s handler of `action`
     (`target.handle(action, function)`), typed per action: the handler receives
     a `Call` of the action's request and returns its response (or an awaitable
-    of it, or `NOREPLY`)."""
+    of it, or `NOREPLY`); the handler of a SEND, which is never answered
+    (NotifyPeriodicEventStream), returns None."""
 
     def register(function: _Handler[Any, Any]) -> _Handler[Any, Any]:
         target.handle(action, function)

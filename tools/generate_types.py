@@ -326,7 +326,7 @@ def render(module: str) -> str:
     add("from typing import Any, Literal, TypeAlias, TypeVar, overload")
     add("")
     add("from ._rpc.client import RPCClient")
-    add("from ._rpc.handlers import Call")
+    add("from ._rpc.handlers import Call, RPCEndpoint")
     add("from ._rpc.server import RPCServer")
     add("")
     add("if sys.version_info >= (3, 11):")
@@ -387,7 +387,8 @@ def render(module: str) -> str:
         add("")
         add("@overload")
         add("async def call(")
-        add('    client: "RPCClient",')
+        # RPCEndpoint: a handler's `call.client` (an RPCClient or ServerClient at run time)
+        add('    client: "RPCClient | RPCEndpoint",')
         add(f"    action: 'Literal[\"{action.name}\"]',")
         add(f'    params: "{action.request}",')
         add("    *,")
@@ -396,24 +397,32 @@ def render(module: str) -> str:
     add("")
     add("")
     add("async def call(")
-    add("    client: RPCClient, action: str, params: Any, *, timeout: float | None = None")
+    add("    client: RPCClient | RPCEndpoint,")
+    add("    action: str,")
+    add("    params: Any,")
+    add("    *,")
+    add("    timeout: float | None = None,")
     add(") -> Any:")
     add('    """`await client.call(action, params, timeout=timeout)`, typed per action:')
     add("    `params` is the action's request, the result its response.")
-    add('    `client` is an `RPCClient` or a `ServerClient`."""')
+    add("    `client` is an `RPCClient`, a `ServerClient` or a handler's `call.client`.")
+    add('    """')
     add("    return await client.call(action, params, timeout=timeout)")
-    for action in answered:
+    # Every action, SENDs too: an inbound SEND runs its handler, whose result
+    # is never sent (None).
+    for action in version.actions:
         add("")
         add("")
         add("@overload")
         add("def handler(")
         add(f'    target: "RPCClient | RPCServer", action: \'Literal["{action.name}"]\'')
-        result = f') -> "_Register[{action.request}, {action.response}]": ...'
+        register = f"_Register[{action.request}, {action.response or 'None'}]"
+        result = f') -> "{register}": ...'
         if len(result) <= LINE:
             add(result)
         else:
             add(") -> (")
-            add(f'    "_Register[{action.request}, {action.response}]"')
+            add(f'    "{register}"')
             add("): ...")
     add("")
     add("")
@@ -421,7 +430,12 @@ def render(module: str) -> str:
     add('    """Decorator: register the function as `target`\'s handler of `action`')
     add("    (`target.handle(action, function)`), typed per action: the handler receives")
     add("    a `Call` of the action's request and returns its response (or an awaitable")
-    add('    of it, or `NOREPLY`)."""')
+    sends = [a.name for a in version.actions if a.response is None]
+    if sends:
+        add("    of it, or `NOREPLY`); the handler of a SEND, which is never answered")
+        add(f'    ({", ".join(sends)}), returns None."""')
+    else:
+        add('    of it, or `NOREPLY`)."""')
     add("")
     add("    def register(function: _Handler[Any, Any]) -> _Handler[Any, Any]:")
     add("        target.handle(action, function)")

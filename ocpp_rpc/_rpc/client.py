@@ -302,6 +302,7 @@ class RPCClient:
         finally:
             self._task_group = None
             self._durable = None
+            self._durable_ids = None
             if store is not None:
                 with anyio.CancelScope(shield=True):
                     await store.close()

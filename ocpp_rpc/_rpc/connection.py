@@ -131,8 +131,9 @@ class Connection:
         self._task_group: TaskGroup | None = None
         # Our own WebSocket takes sink and immediate writes (`_take_now`).
         self._inline = transport if type(transport) is WebSocket else None
-        # What the sink began for the message it left to the reader.
-        self._deferred: tuple[str | bytes, Received[PendingCall]] | None = None
+        # What the sink began for the message it left to the reader (or the
+        # error it met).
+        self._deferred: tuple[str | bytes, Received[PendingCall] | Exception] | None = None
         # The scopes of awaited inbound calls (a dict: smaller than a set when empty).
         self._handler_scopes: dict[anyio.CancelScope, None] = {}
         # Made by a close awaiting pending work; set once no outbound call and no
@@ -244,6 +245,8 @@ class Connection:
                 deferred = self._deferred
                 if deferred is not None and deferred[0] is message:  # the sink began it
                     self._deferred = None
+                    if isinstance(deferred[1], Exception):
+                        raise deferred[1]
                     received = deferred[1]
                 else:
                     received = self._receive(message)
@@ -297,6 +300,13 @@ class Connection:
         (what the exchange made of it already is in `_deferred`)."""
         if self._task_group is None or self._outbox.full or self.closed is not None:
             return False
+        try:
+            return self._take(message)
+        except Exception as exc:  # a bug: the reader raises it, as if it had met it itself
+            self._deferred = (message, exc)
+            return False
+
+    def _take(self, message: str | bytes) -> bool:
         received = self._receive(message)
         kind = type(received)
         if kind is Dispatch:
@@ -367,7 +377,11 @@ class Connection:
         """Strict mode: settle a pending call with a result that must be valid.
         Returns what the exchange says to send the peer for an invalid one."""
         assert self._strict is not None
-        error = self._strict.peer_result(frame.message_id, pending.method, frame.result)
+        try:
+            error = self._strict.peer_result(frame.message_id, pending.method, frame.result)
+        except BaseException as exc:  # e.g. a custom schema that fails to compile
+            pending.settle(error=exc)  # the exchange let go of it: its caller must not hang
+            raise
         if error is None:
             pending.settle(frame.result)
             return None
@@ -394,7 +408,11 @@ class Connection:
     async def _dispatch(self, frame: CallFrame | SendFrame) -> None:
         """Handle an inbound CALL or SEND whose handler may be awaited."""
         is_call = type(frame) is CallFrame
-        reply = self._start_inbound(frame, is_call)
+        context = None if self._inline is None else self._inline.sink_context
+        if context is None:
+            reply = self._start_inbound(frame, is_call)
+        else:  # in the context the sink runs handlers in (see WebSocket.sink_context)
+            reply = context.run(self._start_inbound, frame, is_call)
         if reply is False:
             return
         try:

@@ -162,9 +162,10 @@ class DurableQueue:
             result = await self._send(call)
         except RPCError as error:
             await self._failed_attempt(call, error)
-        except TimeoutError:
-            logger.info("durable call %s (%s) got no answer in time: sending it again",
-                        call.message_id, call.method)
+        except TimeoutError:  # as after a drop: the answer may yet come on this connection
+            logger.info("durable call %s (%s) got no answer in time: it goes out again on the "
+                        "next connection", call.message_id, call.method)
+            return connection
         except ConnectionClosed:
             logger.info("durable call %s (%s): the connection dropped; it stays queued",
                         call.message_id, call.method)

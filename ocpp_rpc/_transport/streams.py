@@ -123,9 +123,13 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         stream = self.stream
         consumer = stream.consumer
+        waiter = stream._read_waiter
+        # Not once the waiter is done (nudged, not yet returned): uvloop may
+        # deliver several reads before the task in `receive` runs.
         if (
             consumer is not None
-            and stream._read_waiter is not None
+            and waiter is not None
+            and not waiter.done()
             and not stream._buffer
             and consumer(data)
         ):
@@ -239,7 +243,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
         buffer = self._buffer
-        while not buffer:
+        while not buffer or self._nudged:  # a nudge goes before bytes that came after it
             if self._nudged:
                 self._nudged = False
                 return b""

@@ -12,6 +12,7 @@ ignored; we offer none).
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,44 +152,54 @@ async def read_upgrade_request(
     closed here.  Bytes read past the request are kept in ``.trailing``.
     Apply your own timeout around this call.
     """
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
-    received = 0
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            if conn.trailing_data[1]:  # EOF
-                raise HandshakeAborted(400, "connection closed during the request") from None
-            raise await _refuse(stream, exc.error_status_hint, str(exc) or "bad request") from None
-        if isinstance(event, h11.Request):
-            break
-        if event is not h11.NEED_DATA:  # ConnectionClosed
-            raise HandshakeAborted(400, "connection closed before a request")
-        try:
-            data = await stream.receive(_RECEIVE_SIZE)
-        except anyio.EndOfStream:
-            data = b""
-        except STREAM_ERRORS:
-            raise HandshakeAborted(400, "connection lost during the request") from None
-        received += len(data)
+    data = await _receive_request_bytes(stream)
+    # Nearly every request is a plain head in one read: `_simple_head` takes
+    # those (a strict subset of what h11 accepts, read the same way); h11
+    # reads everything else.
+    simple = _simple_head(data) if data else None
+    if simple is not None:
+        method, raw_target, raw_headers, trailing = simple
+        received, http_version, has_body = len(data), b"1.1", False
+    else:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         conn.receive_data(data)
+        received = len(data)
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if conn.trailing_data[1]:  # EOF
+                    raise HandshakeAborted(400, "connection closed during the request") from None
+                status, message = exc.error_status_hint, str(exc) or "bad request"
+                raise await _refuse(stream, status, message) from None
+            if isinstance(event, h11.Request):
+                break
+            if event is not h11.NEED_DATA:  # ConnectionClosed
+                raise HandshakeAborted(400, "connection closed before a request")
+            data = await _receive_request_bytes(stream)
+            received += len(data)
+            conn.receive_data(data)
+        method = event.method.decode("ascii")
+        raw_target, raw_headers = event.target, list(event.headers)
+        http_version = event.http_version
+        try:
+            end: object = conn.next_event()
+        except h11.RemoteProtocolError:
+            end = None
+        has_body = not isinstance(end, h11.EndOfMessage)
+        trailing = conn.trailing_data[0]
 
     # h11 only bounds an incomplete head; one that arrived whole is checked here.
-    if received - len(conn.trailing_data[0]) > max_header_size:
+    if received - len(trailing) > max_header_size:
         raise await _refuse(stream, 431, "request header fields too large")
-    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
+    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers)
     upgrade = [t.lower() for t in _tokens(headers, "upgrade")]
     connection = [t.lower() for t in _tokens(headers, "connection")]
     if "websocket" not in upgrade or "upgrade" not in connection:
         raise await _refuse(stream, 404, "not a WebSocket endpoint")
-    method = event.method.decode("ascii")
-    if method != "GET" or event.http_version != b"1.1":
+    if method != "GET" or http_version != b"1.1":
         raise await _refuse(stream, 400, "WebSocket upgrade requires GET and HTTP/1.1")
-    try:
-        end: object = conn.next_event()
-    except h11.RemoteProtocolError:
-        end = None
-    if not isinstance(end, h11.EndOfMessage):
+    if has_body:
         raise await _refuse(stream, 400, "WebSocket upgrade request must not have a body")
     if [v for k, v in headers if k == "sec-websocket-version"] != ["13"]:
         version = [("Sec-WebSocket-Version", "13")]
@@ -199,11 +210,63 @@ async def read_upgrade_request(
             raise ValueError
     except ValueError:  # binascii.Error included
         raise await _refuse(stream, 400, "missing or invalid Sec-WebSocket-Key") from None
-    target = event.target.decode("latin-1")
+    target = raw_target.decode("latin-1")
     path, _, query = target.partition("?")
     subprotocols = tuple(_tokens(headers, "sec-websocket-protocol"))
-    trailing = conn.trailing_data[0]
     return UpgradeRequest(method, target, path, query, headers, subprotocols, keys[0], trailing)
+
+
+async def _receive_request_bytes(stream: anyio.abc.ByteStream) -> bytes:
+    """The next bytes of a request (b"" at its end)."""
+    try:
+        return await stream.receive(_RECEIVE_SIZE)
+    except anyio.EndOfStream:
+        return b""
+    except STREAM_ERRORS:
+        raise HandshakeAborted(400, "connection lost during the request") from None
+
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# A request line with a plain origin-form or absolute target, HTTP/1.1 only.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.1")
+# name ":" OWS value OWS, the value visible ASCII with inner spaces/tabs (or empty).
+_HEADER_LINE = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?)[ \t]*"
+)
+# Headers that make a request anything but a plain GET head: h11 decides those.
+_NOT_SIMPLE = frozenset((b"content-length", b"transfer-encoding", b"host"))
+
+
+def _simple_head(
+    data: bytes,
+) -> tuple[str, bytes, list[tuple[bytes, bytes]], bytes] | None:
+    """(method, target, headers with lower-cased names, bytes after the head)
+    of a request head that is whole in `data` and plain: ASCII, one line per
+    header (no folding), one Host and no body headers. None for anything
+    else, which h11 then reads: this accepts only what h11 accepts, and
+    reads it as h11 does."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    request = _REQUEST_LINE.fullmatch(lines[0])
+    if request is None:
+        return None
+    headers = []
+    hosts = 0
+    for line in lines[1:]:
+        header = _HEADER_LINE.fullmatch(line)
+        if header is None:
+            return None
+        name = header[1].lower()
+        if name in _NOT_SIMPLE:
+            if name != b"host" or hosts:
+                return None
+            hosts = 1
+        headers.append((name, header[2]))
+    if not hosts:  # h11 refuses an HTTP/1.1 request without Host
+        return None
+    return request[1].decode("ascii"), request[2], headers, data[end + 4 :]
 
 
 async def send_accept(

@@ -213,6 +213,13 @@ class WebSocket:
         self._sink_task = (task, contextvars.copy_context())
         self._inline.consumer = self._consume
 
+    @property
+    def sink_context(self) -> contextvars.Context | None:
+        """The context the sink runs in (None: no sink): the reader task runs
+        what the sink would have run in it too, so that a context variable
+        set by one handler is seen alike by the next, whichever ran it."""
+        return None if self._sink_task is None else self._sink_task[1]
+
     def _consume(self, data: bytes) -> bool:
         """The stream's consumer: split `data` and give its messages to the
         sink, while the task in `receive` waits for bytes (so every message

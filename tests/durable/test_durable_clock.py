@@ -285,9 +285,10 @@ async def test_caller_cancellation_and_timeout_keep_the_call() -> None:
     assert [params for _, _, params in csms.calls] == [{"n": 1}, {"n": 2}]
 
 
-async def test_no_answer_in_time_is_sent_again_and_is_not_an_attempt() -> None:
-    """A call the CSMS does not answer within call_timeout goes out again (a
-    fresh message id); with attempts=1 it is still delivered."""
+async def test_no_answer_in_time_waits_for_the_next_connection_and_is_not_an_attempt() -> None:
+    """A call the CSMS does not answer within call_timeout stays first in the
+    queue and goes out again on the next connection (under its own id, which
+    the CSMS saw before), not on this one; with attempts=1 it is delivered."""
     store = MemoryStore(attempts=1)
     with anyio.fail_after(LIMIT):
         async with RPCServer(ping_interval=None) as server:
@@ -299,12 +300,22 @@ async def test_no_answer_in_time_is_sent_again_and_is_not_an_attempt() -> None:
                 return NOREPLY if len(csms.calls) == 1 else {"ok": True}
 
             csms.answer("StatusNotification", first_unanswered)
-            async with connect(server, "CP1", store=store, ping_interval=None,
-                               call_timeout=30) as client:
-                result = await client.call("StatusNotification", {}, durable=True, timeout=LIMIT)
+            async with connect(server, "CP1", store=store, ping_interval=None, call_timeout=30,
+                               backoff=NO_JITTER) as client:
+                async with anyio.create_task_group() as tg:
+
+                    async def replace_connection() -> None:
+                        await anyio.sleep(100)  # long after the call timed out
+                        assert len(csms.calls) == 1  # nothing sent again meanwhile
+                        await server.clients["CP1"].close(force=True)
+
+                    tg.start_soon(replace_connection)
+                    result = await client.call("StatusNotification", {}, durable=True,
+                                               timeout=LIMIT)
     assert result == {"ok": True}
-    assert csms.times("StatusNotification") == pytest.approx([0, 30])
-    assert len(set(wire_ids)) == 2  # never one id twice on a connection (OCPP-J 4.1.3)
+    # unanswered at 0, timed out at 30, connection dropped at 100 and back at 101
+    assert csms.times("StatusNotification") == pytest.approx([0, 101])
+    assert wire_ids[0] == wire_ids[1]
 
 
 async def test_a_call_whose_connection_drops_goes_out_on_the_next_connection() -> None:

@@ -4,6 +4,7 @@ Wire answers are checked with the independent raw peer (tests/rawpeer.py)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import anyio
 import pytest
 from rawpeer import raw_client, raw_server
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 from ocpp_rpc import (
     Call,
@@ -246,3 +250,30 @@ async def test_handler_sees_call_after_validation(anyio_backend: str) -> None:
         async with client(url, "ocpp2.0.1", strict_mode=True) as cp:
             await cp.call("BootNotification", BOOT201)
         assert got[0].params == BOOT201
+
+
+async def test_a_response_schema_that_fails_to_compile_ends_the_client_at_once() -> None:
+    """The client checks the server's result against a schema that cannot be
+    compiled (found on first use): a bug in the setup, so the client's block
+    raises it at once (on asyncio as on Trio, whether the message was dealt
+    with as it arrived or by the reader task), and the call does not hang
+    until its timeout."""
+    schemas = {
+        "PingRequest": {"type": "object"},
+        "PingResponse": {"type": "object", "properties": {"n": {"type": 7}}},  # not a schema
+    }
+    validator = Validator("acme1", schemas)
+    async with RPCServer(protocols=["acme1"], ping_interval=None) as server:
+        server.handle("Ping", lambda call: {"n": 1})
+        url = f"ws://127.0.0.1:{(await server.listen()).port}"
+        cp = RPCClient(url, "CP", protocols=["acme1"], strict_mode=True,
+                       strict_mode_validators=[validator], reconnect=False, ping_interval=None,
+                       call_timeout=30)
+        with anyio.fail_after(5), pytest.raises(BaseException) as raised:
+            async with cp:
+                await cp.call("Ping", {})
+    errors = [raised.value]
+    while isinstance(errors[-1], BaseExceptionGroup):
+        errors.append(errors[-1].exceptions[0])
+    assert isinstance(errors[-1], ValueError), raised.value
+    assert "invalid schema PingResponse" in str(errors[-1])
