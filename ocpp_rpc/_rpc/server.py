@@ -26,6 +26,7 @@ from .._transport import websocket as _websocket
 from .._transport.asgi import ASGIApp
 from .._transport.close_codes import check_close_code
 from .._transport.listener import Listening, StreamUpgrade, remote_address
+from .._transport.streams import adopt_socket_stream
 from .._wire.handshake import Accept as Accept
 from .._wire.handshake import Handshake as Handshake
 from .._wire.handshake import Headers as Headers
@@ -403,6 +404,10 @@ class RPCServer:
         self, stream: ByteStream, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         try:
+            # Our own stream class from the first byte (the upgrade is read on it
+            # too): anyio's stream, its protocol and their events are then no
+            # longer held for the connection's lifetime.
+            stream = adopt_socket_stream(stream)
             async with stream:
                 # close() cancels connections still in their TLS handshake or upgrade.
                 upgrade = await self._upgrading(self._read_upgrade(stream, ssl_context))
