@@ -95,3 +95,31 @@ async def test_asyncio_selector_transports_still_have_a_read_size() -> None:
             f"{PYTHON}: asyncio's selector transport no longer reads `max_size` bytes at a"
             f" time; {SEE}"
         )
+
+
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio", pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")]
+)
+async def test_asyncio_still_lets_a_callback_run_as_a_task() -> None:
+    """`as_task` (the inline path's handlers run as the reader task) needs
+    asyncio.tasks._enter_task/_leave_task; without them the inline path is
+    off and every message goes through the reader task."""
+    import asyncio
+
+    task = asyncio.current_task()
+    assert task is not None
+    seen: list[object] = []
+    done = anyio.Event()
+
+    def callback() -> None:
+        ran = _internals.as_task(task, lambda _: seen.append(asyncio.current_task()) or True, None)
+        seen.append(ran)
+        seen.append(asyncio.current_task())
+        done.set()
+
+    asyncio.get_running_loop().call_soon(callback)
+    await done.wait()
+    assert seen == [task, True, None], (
+        f"{PYTHON}: asyncio.tasks._enter_task/_leave_task changed; "
+        "the inline path (docs/architecture.md) is off"
+    )
