@@ -45,7 +45,7 @@ from .events import (
     Observers,
     PayloadEvent,
 )
-from .handlers import NOREPLY, Call, HandlerLookup, RPCEndpoint
+from .handlers import NOREPLY, HandlerLookup, RPCEndpoint, make_call
 from .keepalive import KeepAlive
 from .options import ConnectionConfig
 from .outbox import Outbox, OutboxClosed
@@ -432,7 +432,8 @@ class Connection:
         answers and finishes it: then False."""
         try:
             outcome = self._call_handler(frame, is_call)
-            if inspect.isawaitable(outcome):
+            # A dict, the usual answer, skips isawaitable's ABC check.
+            if type(outcome) is not dict and inspect.isawaitable(outcome):
                 assert self._task_group is not None
                 scope = anyio.CancelScope()
                 self._handler_scopes[scope] = None
@@ -468,7 +469,8 @@ class Connection:
         handler = self._find_handler(method)
         if handler is None:
             raise self.exchange.unhandled(method)
-        return handler(Call(method, frame.params, frame.message_id, self.protocol, self._client))
+        call = make_call(method, frame.params, frame.message_id, self.protocol, self._client)
+        return handler(call)
 
     def _outcome_reply(
         self, frame: CallFrame | SendFrame, is_call: bool, outcome: Any

@@ -155,10 +155,12 @@ class Observers:
         callbacks = self._observers.get(event)
         if callbacks and callback in callbacks:
             callbacks.remove(callback)
+            if not callbacks:  # `wants` is then a plain lookup
+                del self._observers[event]
 
     def wants(self, event: str) -> bool:
         """Whether anyone observes `event` (to skip building unused payloads)."""
-        return bool(self._observers.get(event))
+        return event in self._observers
 
     def emit(self, event: str, payload: Any) -> None:
         """Call every observer of `event` with `payload`, in registration order."""

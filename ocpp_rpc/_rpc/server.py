@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import socket
 import ssl
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from .._transport import websocket as _websocket
 from .._transport.asgi import ASGIApp
 from .._transport.close_codes import check_close_code
 from .._transport.listener import Listening, StreamUpgrade, remote_address
-from .._transport.streams import adopt_socket_stream
+from .._transport.streams import open_accepted, serve_listener
 from .._wire.handshake import Accept as Accept
 from .._wire.handshake import Handshake as Handshake
 from .._wire.handshake import Headers as Headers
@@ -100,18 +101,6 @@ class ServerClient(RPCClient):
             self._server_events.emit("error", exc)  # the server's `error` event
             raise
 
-    async def _serve_accepted(
-        self, transport: Transport, on_client: Callable[[ServerClient], Awaitable[None]] | None
-    ) -> None:
-        """Serve the accepted connection until it ends."""
-        self._init_primitives()
-        first = None if on_client is None else functools.partial(self._run_on_client, on_client)
-        result: CloseResult | None = None
-        try:
-            result = await self._serve(transport, first)
-        finally:
-            closed = self._closed_for_good(result)
-            logger.info("%r disconnected (%s %s)", self.identity, closed.code, closed.reason)
 
 
 class RPCServer:
@@ -336,11 +325,12 @@ class RPCServer:
         self, listener: Any, ssl_context: ssl.SSLContext | None, scope: anyio.CancelScope
     ) -> None:
         handler = functools.partial(self._handle_stream, ssl_context=ssl_context)
+        assert self._task_group is not None
         with scope:
             async with listener:
                 # Connections run in the server's task group, so that they
                 # outlive the listener when close() stops it.
-                await listener.serve(handler, self._task_group)
+                await serve_listener(listener, handler, self._task_group)
 
     async def close(
         self,
@@ -401,38 +391,48 @@ class RPCServer:
     # -- accepting -------------------------------------------------------------------
 
     async def _handle_stream(
-        self, stream: ByteStream, ssl_context: ssl.SSLContext | None = None
+        self, accepted: ByteStream | socket.socket, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         try:
             # Our own stream class from the first byte (the upgrade is read on it
-            # too): anyio's stream, its protocol and their events are then no
-            # longer held for the connection's lifetime.
-            stream = adopt_socket_stream(stream)
+            # too): anyio's stream, its protocol and their events are then never
+            # held for the connection's lifetime.
+            try:
+                stream = await open_accepted(accepted)
+            except OSError:  # gone before it was ours
+                return
             async with stream:
-                # close() cancels connections still in their TLS handshake or upgrade.
-                upgrade = await self._upgrading(self._read_upgrade(stream, ssl_context))
-                if upgrade is not None:
-                    await self.serve_upgrade(upgrade)
+                admitted = await self._upgrade_stream(stream, ssl_context)
+                if admitted is not None:
+                    try:
+                        await self._run_client(*admitted)
+                    finally:
+                        self._connection_count -= 1
         except Exception:  # one bad connection must never take the server down
             logger.exception("error while serving a connection")
 
-    async def _upgrading(self, step: Awaitable[T]) -> T | None:
-        """Await `step` in a scope that close() cancels (then None). The scope
-        goes with this frame: an idle connection does not keep it."""
-        with anyio.CancelScope() as scope:
-            self._upgrade_scopes.add(scope)
-            try:
-                return await step
-            finally:
-                self._upgrade_scopes.discard(scope)
-        return None
-
-    async def _read_upgrade(
+    async def _upgrade_stream(
         self, stream: ByteStream, ssl_context: ssl.SSLContext | None
-    ) -> StreamUpgrade | None:
-        """TLS handshake and upgrade request within `handshake_timeout`; None if refused."""
+    ) -> tuple[ServerClient, Transport] | None:
+        """TLS handshake and upgrade request within `handshake_timeout`, then
+        the upgrade's admission (see `_admit`): the accepted client, else None.
+
+        One cancel scope for all of it, which close() cancels, and which the
+        server's timer service cancels at the handshake timeout unless the
+        request was read by then: a deadline of the scope's own costs a timer
+        of the event loop (asyncio) or a deadline registration and its change
+        (trio) per connection. The scope goes with this frame: an idle
+        connection does not keep it.
+        """
+        timeout = self._handshake_timeout
+        reading = True
         tls_done = ssl_context is None
-        with anyio.move_on_after(self._handshake_timeout):
+        scope = anyio.CancelScope()
+        timer = None if timeout is None else self._timers.schedule(
+            anyio.current_time() + timeout, scope.cancel
+        )
+        with scope:
+            self._upgrade_scopes.add(scope)
             try:
                 if ssl_context is not None:
                     stream = await TLSStream.wrap(
@@ -443,12 +443,19 @@ class RPCServer:
                 request = await _websocket.read_upgrade_request(
                     stream, max_header_size=self._max_header_size
                 )
-                return StreamUpgrade(stream, request)
+                reading = False
+                if timer is not None:
+                    self._timers.cancel(timer)
+                return await self._admit(StreamUpgrade(stream, request))
             except _websocket.HandshakeRefused as exc:  # answered already (404, 400, 431)
+                if not reading:
+                    raise
                 if not isinstance(exc, _websocket.HandshakeAborted):
                     self._refused(None, exc.status, exc.message)
                 return None
             except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                if not reading:
+                    raise
                 if not tls_done:  # a bad certificate, a port scan, plain HTTP on a TLS port...
                     error = exc.__cause__ or exc
                     logger.info(
@@ -456,10 +463,26 @@ class RPCServer:
                         remote_address(stream), str(error) or type(error).__name__,
                     )
                 return None
-        self._refused(None, 408, "handshake timeout")
-        if tls_done:
-            with anyio.move_on_after(_REFUSAL_SEND_TIMEOUT):
-                await _websocket.reject_upgrade(stream, 408, "handshake timeout\n")
+            finally:
+                self._upgrade_scopes.discard(scope)
+                if timer is not None:
+                    self._timers.cancel(timer)
+        if reading and not self._closing:  # cancelled by the timeout, not by close()
+            self._refused(None, 408, "handshake timeout")
+            if tls_done:
+                with anyio.move_on_after(_REFUSAL_SEND_TIMEOUT):
+                    await _websocket.reject_upgrade(stream, 408, "handshake timeout\n")
+        return None
+
+    async def _upgrading(self, step: Awaitable[T]) -> T | None:
+        """Await `step` in a scope that close() cancels (then None). The scope
+        goes with this frame: an idle connection does not keep it."""
+        with anyio.CancelScope() as scope:
+            self._upgrade_scopes.add(scope)
+            try:
+                return await step
+            finally:
+                self._upgrade_scopes.discard(scope)
         return None
 
     def _refused(self, identity: str | None, status: int, reason: str) -> None:
@@ -602,7 +625,19 @@ class RPCServer:
                     functools.partial(stale.close, code=1000, reason="replaced")
                 )
             self._observers.emit("client", client)
-            await client._serve_accepted(transport, self._on_client)
+            # Served here, not in a method of the client: an idle connection
+            # holds one coroutine frame less.
+            client._init_primitives()
+            on_client = self._on_client
+            first = None if on_client is None else functools.partial(
+                client._run_on_client, on_client
+            )
+            result: CloseResult | None = None
+            try:
+                result = await client._serve(transport, first)
+            finally:
+                closed = client._closed_for_good(result)
+                logger.info("%r disconnected (%s %s)", identity, closed.code, closed.reason)
         finally:
             self._all_clients.discard(client)
             if self._clients.get(identity) is client:

@@ -1,12 +1,16 @@
 """[pure] WebSocket framing for the common case, next to wsproto.
 
-OCPP-J traffic is almost entirely whole, unfragmented text frames.  `Splitter`
-cuts received bytes at frame boundaries: such a frame becomes its message
-directly, and every other frame (control frames, fragments, frames too big or
-split across reads, anything malformed, everything from a Close on) goes to
-wsproto, in order.  wsproto is only ever fed from a frame boundary, so its
-decoder, state machine and error handling stay exactly as they are.
-`encode` builds whole data frames the way wsproto would.
+OCPP-J traffic is almost entirely whole, unfragmented text frames, with a
+Ping and its Pong now and then.  `Splitter` cuts received bytes at frame
+boundaries: such a data frame becomes its message directly, a well-formed
+Ping or Pong its wsproto event, and every other frame (Close, fragments,
+frames too big or split across reads, anything malformed, everything from a
+Close on) goes to wsproto, in order.  wsproto is only ever fed from a frame
+boundary, so its decoder, state machine and error handling stay exactly as
+they are.  Its `Connection` is made only when such a frame comes (or a Close
+is sent), and dropped when back at rest: until then it would have been open
+and seen only frames that change none of its state, so a new one is the
+same.  `encode` and `encode_control` build the frames wsproto would.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import Final
 
-from wsproto.connection import Connection
-from wsproto.events import CloseConnection, Event
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Event, Ping, Pong
 from wsproto.frame_protocol import CloseReason, XorMaskerSimple
 
 from .close_codes import is_sendable
@@ -27,7 +31,11 @@ _BINARY: Final = 0x2
 _DATA: Final = (_TEXT, _BINARY)
 _CONTINUATION: Final = 0x0
 _CLOSE: Final = 0x8
-_PINGS: Final = (0x9, 0xA)  # Ping, Pong
+_PING: Final = 0x9
+_PONG: Final = 0xA
+_PINGS: Final = (_PING, _PONG)
+_MAX_CONTROL: Final = 125  # a control frame's longest payload (RFC 6455 5.5)
+_OPEN: Final = ConnectionState.OPEN
 _SMALL_MASK: Final = 2048  # up to this size an integer XOR unmasks fastest
 # Codes a peer may send (our one rule) that wsproto does not know, and so would
 # fail with 1002 (it accepts only its own `CloseReason` below 3000): wsproto
@@ -75,6 +83,20 @@ def encode(messages: Sequence[str | bytes], *, mask: bool) -> bytes:
     return b"".join(out)
 
 
+def encode_control(event: Ping | Pong, *, mask: bool) -> bytes:
+    """The frame of a Ping or Pong, the same bytes wsproto's `send` makes but
+    for the random key; ValueError (wsproto's) for a payload over 125 bytes."""
+    payload = bytes(event.payload)
+    n = len(payload)
+    if n > _MAX_CONTROL:
+        raise ValueError("payload too long for control frame")
+    first = 0x80 | (_PING if isinstance(event, Ping) else _PONG)
+    if not mask:
+        return bytes((first, n)) + payload
+    key = os.urandom(4)
+    return bytes((first, 0x80 | n)) + key + unmask(key, payload)
+
+
 class Splitter:
     """Received bytes in, messages (str/bytes) and wsproto events out, in wire order.
 
@@ -82,7 +104,14 @@ class Splitter:
     set, no reserved bits, the mask bit its direction needs, a minimal length
     of at most `max_size`, and opcode text or binary outside a fragmented
     message.  A text frame that is not UTF-8 yields
-    ``CloseConnection(1007)`` (as wsproto would) and ends the splitting.
+    ``CloseConnection(1007)`` (as wsproto would) and ends the splitting.  A
+    whole Ping or Pong with FIN set, no reserved bits, the right mask bit and
+    at most 125 bytes is its event here too.
+
+    Given a `ConnectionType`, the splitter makes its wsproto `Connection`
+    (`conn`) when the first frame for wsproto comes, and drops it again once
+    that is back at rest (open, between messages, no frame begun), where it
+    is the same as a new one; given a `Connection`, it feeds that one.
 
     Frame boundaries are followed to the end, also through what only wsproto
     reads and what `discard` drops: `close_received` tells when the peer's
@@ -90,21 +119,48 @@ class Splitter:
     """
 
     __slots__ = (
-        "_conn", "_fragmented", "_head", "_masked", "_max_size", "_owed", "_owed_close",
-        "_through", "close_received",
+        "_conn", "_fragmented", "_head", "_lazy", "_masked", "_max_size", "_owed",
+        "_owed_close", "_through", "close_received",
     )
 
-    def __init__(self, conn: Connection, max_size: int) -> None:
-        self._conn = conn
-        self._masked = not conn.client  # a server receives masked frames
+    def __init__(self, conn: Connection | ConnectionType, max_size: int) -> None:
+        if isinstance(conn, Connection):
+            self._conn: Connection | None = conn
+            self._lazy = False  # the caller's: kept
+            self._masked = not conn.client  # a server receives masked frames
+        else:
+            self._conn = None
+            self._lazy = True
+            self._masked = conn is ConnectionType.SERVER
         self._max_size = max_size
-        self._head = b""  # the start of a frame whose header (or Close) is not complete yet
+        self._head = b""  # the start of a frame whose header (or control frame) is not all here
         self._owed = 0  # bytes of the current frame still to come
         self._owed_close = False  # ... and that frame is a Close
         self._fragmented = False  # inside a fragmented message (wsproto has it)
         self._through = False  # from here on everything goes to wsproto
         #: The peer's Close frame has come whole (its event may not be taken yet).
         self.close_received = False
+
+    @property
+    def client(self) -> bool:
+        """Whether this is the client side (which masks what it sends)."""
+        return not self._masked
+
+    @property
+    def conn(self) -> Connection:
+        """The wsproto `Connection`, made now if not yet: open, as nothing that
+        came before it changes a wsproto connection's state."""
+        conn = self._conn
+        if conn is None:
+            side = ConnectionType.CLIENT if self.client else ConnectionType.SERVER
+            conn = self._conn = Connection(side)
+        return conn
+
+    @property
+    def state(self) -> ConnectionState:
+        """The wsproto connection's state (OPEN while it is not made)."""
+        conn = self._conn
+        return _OPEN if conn is None else conn.state
 
     def feed(self, data: bytes) -> Iterable[str | bytes | Event]:
         """The messages and events that `data` completes, to be taken in order.
@@ -172,13 +228,23 @@ class Splitter:
                 if not self._fragmented:
                     return self._pass_rest(data, pos, out)
                 self._fragmented = not fin
-            elif opcode == _CLOSE and fin and n <= 125:
+            elif opcode in _PINGS and fin and n <= _MAX_CONTROL:
+                if stop > end:  # taken whole, as wsproto would (at most 131 bytes)
+                    self._head = data[pos:]
+                    break
+                payload = data[start:stop]
+                if masked:
+                    payload = unmask(data[start - 4 : start], payload)
+                out.append(Ping(payload) if opcode == _PING else Pong(payload))
+                pos = stop
+                continue
+            elif opcode == _CLOSE and fin and n <= _MAX_CONTROL:
                 if stop > end:  # a Close goes to wsproto whole (at most 131 bytes)
                     self._head = data[pos:]
                     break
                 return self._pass_close(data, pos, start, stop, out)
-            elif not (opcode in _PINGS and fin and n <= 125):
-                return self._pass_rest(data, pos, out)  # a Close, or a bad frame
+            else:
+                return self._pass_rest(data, pos, out)  # bad: wsproto says how
             if stop > end:  # wsproto gets the rest of this frame as it comes
                 self._owed = stop - end
                 stop = end
@@ -187,10 +253,15 @@ class Splitter:
         return out
 
     def _to_wsproto(self, data: bytes, out: list[str | bytes | Event]) -> None:
-        """Hand wsproto frames that cannot close it (pings, pongs, fragments)."""
+        """Hand wsproto frames that cannot close it (fragments, data frames
+        over `max_size` or cut across reads); a connection of our own is
+        dropped once back at rest (its events all taken, nothing buffered)."""
         if data:
-            self._conn.receive_data(data)
-            out.extend(self._conn.events())
+            conn = self.conn
+            conn.receive_data(data)
+            out.extend(conn.events())
+            if self._lazy and not (self._owed or self._fragmented) and conn.state is _OPEN:
+                self._conn = None
 
     def _pass_close(
         self, data: bytes, pos: int, start: int, stop: int, out: list[str | bytes | Event]
@@ -211,8 +282,9 @@ class Splitter:
         self._through = True
         self._walk(data, pos)
         if pos < len(data):
-            self._conn.receive_data(data[pos:])
-            return chain(out, self._conn.events())
+            conn = self.conn
+            conn.receive_data(data[pos:])
+            return chain(out, conn.events())
         return out
 
     def discard(self, data: bytes) -> bool:

@@ -24,21 +24,29 @@ What this needs of anyio's and asyncio's private names is in `_internals`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import logging
 import math
 import os
 import socket
 import ssl
-from collections import deque
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, cast
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
-from ._internals import adoptable_asyncio_stream, is_open_trio_stream, set_read_size
+from ._internals import (
+    RAW_SOCKET,
+    adoptable_asyncio_stream,
+    asyncio_listening_sockets,
+    is_open_trio_stream,
+    set_read_size,
+)
 
 _HIGH_WATER = 256 * 1024  # buffered bytes received and not yet read: pause reading
 _LOW_WATER = 64 * 1024
@@ -46,6 +54,10 @@ _READ_SIZE = 64 * 1024  # asyncio: bytes per read (under glibc's mmap threshold)
 _WRITE_HIGH_WATER = 64 * 1024  # bytes the transport may buffer before send() waits
 _FLUSH_TIMEOUT = 2.0  # aclose() with unsent data: bound on flushing it
 _YIELD_EVERY = 16  # trio: receives in a row that found data waiting, then a checkpoint
+_ACCEPT_BURST = 64  # asyncio: connections accepted in a row, then the accept loop yields
+_ACCEPT_RETRY = 0.1  # asyncio: seconds before accepting again when out of descriptors/memory
+# accept() errors of one connection (it went away already): go on with the next.
+_ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 
 
 async def connect_tcp(
@@ -89,6 +101,90 @@ async def connect_tcp(
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
+
+
+logger = logging.getLogger("ocpp_rpc")
+
+
+async def serve_listener(
+    listener: anyio.abc.Listener[anyio.abc.SocketStream],
+    handler: Callable[[anyio.abc.ByteStream | socket.socket], Coroutine[Any, Any, None]],
+    task_group: anyio.abc.TaskGroup,
+) -> None:
+    """`listener.serve(handler, task_group)`, where `handler` gets what
+    `open_accepted` turns into the connection's stream. On asyncio and uvloop
+    that is the accepted socket itself, which then goes straight onto an
+    `AsyncioSocketStream` in the task that serves it: anyio's accept loop
+    takes a cancel scope, its own stream and protocol per connection, and
+    makes each transport before it accepts the next connection."""
+    sockets = asyncio_listening_sockets(listener)
+    if sockets is None:
+        await listener.serve(handler, task_group)
+        return
+    async with anyio.create_task_group() as tg:
+        for sock in sockets:
+            tg.start_soon(_accept_asyncio, sock, handler, task_group)
+
+
+async def open_accepted(accepted: anyio.abc.ByteStream | socket.socket) -> anyio.abc.ByteStream:
+    """The stream of a connection `serve_listener` handed over, on our own
+    stream class where one applies (see `adopt_socket_stream`)."""
+    if not isinstance(accepted, socket.socket):
+        return adopt_socket_stream(accepted)
+    try:
+        accepted.setblocking(False)
+        accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return await AsyncioSocketStream.accepted(accepted)
+    except BaseException:
+        accepted.close()
+        raise
+
+
+async def _accept_asyncio(
+    sock: socket.socket,
+    handler: Callable[[anyio.abc.ByteStream | socket.socket], Coroutine[Any, Any, None]],
+    task_group: anyio.abc.TaskGroup,
+) -> None:
+    accepted = 0
+    while True:
+        try:
+            client, _ = sock.accept()
+        except BlockingIOError:
+            accepted = 0
+            await anyio.wait_readable(sock)
+            continue
+        except OSError as exc:
+            if exc.errno in _ACCEPT_SKIP:
+                continue
+            # EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection waits in the backlog.
+            logger.error("accept() failed, retrying in %s s: %s", _ACCEPT_RETRY, exc)
+            await anyio.sleep(_ACCEPT_RETRY)
+            continue
+        task_group.start_soon(handler, client)
+        accepted += 1
+        if accepted == _ACCEPT_BURST:  # a flood of connections must not starve the rest
+            accepted = 0
+            await anyio.lowlevel.checkpoint()
+
+
+class _Accepting(asyncio.Protocol):
+    """What arrives between a transport's making and its stream's (see
+    `AsyncioSocketStream.accepted`)."""
+
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
 
 
 def adopt_socket_stream(stream: anyio.abc.ByteStream) -> anyio.abc.ByteStream:
@@ -165,6 +261,28 @@ class _Protocol(asyncio.Protocol):
         _wake(self.stream._close_waiter)
 
 
+def _sockaddr(address: Any) -> tuple[str, int]:
+    """(host, port) of a socket address, as anyio gives it: an IPv6 scope id,
+    if any, joined to the host with ``%``."""
+    if len(address) == 4 and address[3]:
+        return f"{address[0].split('%')[0]}%{address[3]}", address[1]
+    return address[0], address[1]
+
+
+def _tcp_attributes(
+    sock: socket.socket, peer: tuple[str, int]
+) -> dict[Any, Callable[[], Any]]:
+    """anyio's socket attributes of a connected TCP socket whose peer is `peer`."""
+    return {
+        SocketAttribute.family: lambda: sock.family,
+        SocketAttribute.local_address: lambda: _sockaddr(sock.getsockname()),
+        SocketAttribute.local_port: lambda: sock.getsockname()[1],
+        SocketAttribute.raw_socket: lambda: sock,
+        SocketAttribute.remote_address: lambda: peer,
+        SocketAttribute.remote_port: lambda: peer[1],
+    }
+
+
 class AsyncioSocketStream(anyio.abc.SocketStream):
     """An anyio `SocketStream` over an asyncio transport (see the module doc)."""
 
@@ -172,7 +290,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     #: TimeoutError (None: no bound). A send that does not wait costs nothing.
     send_timeout: float | None = None
 
-    def __init__(self, transport: asyncio.Transport, pending: deque[bytes]) -> None:
+    def __init__(self, transport: asyncio.Transport, pending: Iterable[bytes]) -> None:
         #: Called with bytes as they arrive while a `receive` waits and nothing
         #: is buffered; True: it took them (`receive` keeps waiting unless
         #: `nudge`d), False: they are buffered for `receive` as usual.
@@ -201,10 +319,33 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             self._reading_paused = False
             transport.resume_reading()
 
+    @classmethod
+    async def accepted(cls, sock: socket.socket) -> AsyncioSocketStream:
+        """The stream of `sock`, a connected non-blocking TCP socket."""
+        loop = asyncio.get_running_loop()
+        protocol = _Accepting()
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+        stream = cls(transport, protocol.pending)
+        if protocol.eof:
+            stream._eof = True
+        if protocol.lost is not None:
+            stream._lost = True
+            stream._error = protocol.lost[0]
+        return stream
+
     @property
     def _raw_socket(self) -> socket.socket:  # anyio's abstract property (see _internals)
         sock: socket.socket = self._transport.get_extra_info("socket")
         return sock
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        # anyio's table calls getpeername and converts the family to an enum
+        # on every lookup; the transport knows the peer's address already.
+        peer = self._transport.get_extra_info("peername")
+        if self._closed or not isinstance(peer, tuple):
+            return super().extra_attributes
+        return _tcp_attributes(self._raw_socket, _sockaddr(peer))
 
     async def drain(self) -> None:
         """Wait until every byte sent so far went to the kernel (or the
@@ -257,7 +398,13 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 raise anyio.EndOfStream
             if self._read_waiter is not None:
                 raise anyio.BusyResourceError("reading from")
-            await self._parked("_read_waiter")
+            # `_parked` inlined: an idle connection waits here, and a frame less
+            # is a coroutine frame less held per connection.
+            waiter = self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
         chunk = buffer.pop(0)
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
@@ -345,7 +492,11 @@ class TrioSocketStream(anyio.abc.SocketStream):
         import trio
 
         self._inner = inner
-        self._sock: socket.socket = inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        # anyio's `_raw_socket` (see _internals): `extra` would build its whole table.
+        sock = getattr(inner, RAW_SOCKET, None)
+        if not isinstance(sock, socket.socket):
+            sock = inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        self._sock: socket.socket = sock
         self._wait_readable = trio.lowlevel.wait_readable
         self._wait_writable = trio.lowlevel.wait_writable
         self._checkpoint = trio.lowlevel.checkpoint
@@ -359,6 +510,15 @@ class TrioSocketStream(anyio.abc.SocketStream):
     @property
     def _raw_socket(self) -> socket.socket:  # anyio's abstract property (see _internals)
         return self._sock
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        # anyio's table converts the family to an enum twice on every lookup.
+        try:
+            peer = _sockaddr(self._sock.getpeername())
+        except OSError:  # not connected any more: anyio's table says what then
+            return super().extra_attributes
+        return _tcp_attributes(self._sock, peer)
 
     async def drain(self) -> None:
         """Nothing to wait for: a `send` returns once the kernel has every byte."""

@@ -12,6 +12,8 @@ ignored; we offer none).
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import re
 import ssl
 from collections.abc import Sequence
@@ -25,6 +27,7 @@ import anyio.abc
 import h11
 from wsproto.utilities import generate_accept_token, generate_nonce
 
+from .._wire.handshake import Headers, header_block_items
 from ..transport import WebSocketClosed
 from .streams import connect_tcp
 
@@ -75,7 +78,7 @@ class UpgradeRequest:
     target: str  # raw request target, e.g. "/ocpp/CP%2F1?x=1"
     path: str  # target before "?", still percent-encoded
     query_string: str
-    headers: tuple[tuple[str, str], ...]  # (lower-cased name, value), in order
+    headers: Headers  # raw_items(): (lower-cased name, value), in order
     subprotocols: tuple[str, ...]
     key: str
     #: Bytes the client sent after the request (its first frames), read with it.
@@ -84,7 +87,7 @@ class UpgradeRequest:
     def header(self, name: str, default: str | None = None) -> str | None:
         """First value of header ``name`` (case-insensitive), else ``default``."""
         name = name.lower()
-        return next((value for key, value in self.headers if key == name), default)
+        return next((value for key, value in self.headers.raw_items() if key == name), default)
 
 
 class Upgraded(NamedTuple):
@@ -97,22 +100,35 @@ class Upgraded(NamedTuple):
 
 def _tokens(headers: _Headers, name: str) -> list[str]:
     """Comma-split, stripped, non-empty values of every header called ``name``."""
-    return [t.strip() for k, v in headers if k == name for t in v.split(",") if t.strip()]
+    return _split_tokens([v for k, v in headers if k == name])
+
+
+def _split_tokens(values: Sequence[str]) -> list[str]:
+    """Comma-split, stripped, non-empty tokens of header `values`."""
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+_NOT_IN_HEADERS = re.compile(r"[\r\n\0]")
 
 
 def _http_response(status: int, headers: _Headers, body: bytes | None = None) -> bytes:
     """Serialize an HTTP/1.1 response head (+ Content-Length and body if given)."""
-    try:
-        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-    except ValueError:
-        lines = [f"HTTP/1.1 {status} Unknown"]
-    for name, value in headers:
-        if not name or any(c in name + value for c in "\r\n\0") or ":" in name:
-            raise ValueError(f"invalid HTTP header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}")
+    lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}"]
+    lines += _header_lines(headers)
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def _header_lines(headers: _Headers) -> list[str]:
+    """``name: value`` lines; ValueError for a header that cannot be sent as is."""
+    lines = []
+    for name, value in headers:
+        if not name or ":" in name or _NOT_IN_HEADERS.search(name + value):
+            raise ValueError(f"invalid HTTP header {name!r}: {value!r}")
+        lines.append(f"{name}: {value}")
+    return lines
 
 
 # -- server side ----------------------------------------------------------------
@@ -158,8 +174,11 @@ async def read_upgrade_request(
     # reads everything else.
     simple = _simple_head(data) if data else None
     if simple is not None:
-        method, raw_target, raw_headers, trailing = simple
+        method, raw_target, block, trailing = simple
         received, http_version, has_body = len(data), b"1.1", False
+        # The connection keeps the block; the items are only for the checks below.
+        headers = header_block_items(block)
+        header_map = Headers._from_block(block)
     else:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         conn.receive_data(data)
@@ -180,8 +199,9 @@ async def read_upgrade_request(
             received += len(data)
             conn.receive_data(data)
         method = event.method.decode("ascii")
-        raw_target, raw_headers = event.target, list(event.headers)
-        http_version = event.http_version
+        raw_target, http_version = event.target, event.http_version
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
+        header_map = Headers(headers)
         try:
             end: object = conn.next_event()
         except h11.RemoteProtocolError:
@@ -192,28 +212,46 @@ async def read_upgrade_request(
     # h11 only bounds an incomplete head; one that arrived whole is checked here.
     if received - len(trailing) > max_header_size:
         raise await _refuse(stream, 431, "request header fields too large")
-    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers)
-    upgrade = [t.lower() for t in _tokens(headers, "upgrade")]
-    connection = [t.lower() for t in _tokens(headers, "connection")]
+    checked: dict[str, list[str]] = {}  # the values of each header checked here
+    for name, value in headers:
+        if name in _CHECKED:
+            checked.setdefault(name, []).append(value)
+    upgrade = [t.lower() for t in _split_tokens(checked.get("upgrade", ()))]
+    connection = [t.lower() for t in _split_tokens(checked.get("connection", ()))]
     if "websocket" not in upgrade or "upgrade" not in connection:
         raise await _refuse(stream, 404, "not a WebSocket endpoint")
     if method != "GET" or http_version != b"1.1":
         raise await _refuse(stream, 400, "WebSocket upgrade requires GET and HTTP/1.1")
     if has_body:
         raise await _refuse(stream, 400, "WebSocket upgrade request must not have a body")
-    if [v for k, v in headers if k == "sec-websocket-version"] != ["13"]:
+    if checked.get("sec-websocket-version") != ["13"]:
         version = [("Sec-WebSocket-Version", "13")]
         raise await _refuse(stream, 400, "unsupported WebSocket version", version)
-    keys = [v.strip() for k, v in headers if k == "sec-websocket-key"]
-    try:
-        if len(keys) != 1 or len(base64.b64decode(keys[0], validate=True)) != 16:
-            raise ValueError
-    except ValueError:  # binascii.Error included
-        raise await _refuse(stream, 400, "missing or invalid Sec-WebSocket-Key") from None
+    keys = checked.get("sec-websocket-key", ())
+    key = keys[0].strip() if len(keys) == 1 else ""
+    if not _valid_key(key):
+        raise await _refuse(stream, 400, "missing or invalid Sec-WebSocket-Key")
     target = raw_target.decode("latin-1")
     path, _, query = target.partition("?")
-    subprotocols = tuple(_tokens(headers, "sec-websocket-protocol"))
-    return UpgradeRequest(method, target, path, query, headers, subprotocols, keys[0], trailing)
+    subprotocols = tuple(_split_tokens(checked.get("sec-websocket-protocol", ())))
+    return UpgradeRequest(method, target, path, query, header_map, subprotocols, key, trailing)
+
+
+_CHECKED = frozenset((
+    "upgrade", "connection", "sec-websocket-version", "sec-websocket-key",
+    "sec-websocket-protocol",
+))
+_KEY = re.compile("[A-Za-z0-9+/]{22}==")  # base64 of 16 bytes, as every client sends it
+
+
+def _valid_key(key: str) -> bool:
+    """Whether `key` is the base64 of 16 bytes (RFC 6455 4.2.1 (5))."""
+    if _KEY.fullmatch(key):
+        return True
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:  # binascii.Error included
+        return False
 
 
 async def _receive_request_bytes(stream: anyio.abc.ByteStream) -> bytes:
@@ -229,44 +267,36 @@ async def _receive_request_bytes(stream: anyio.abc.ByteStream) -> bytes:
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # A request line with a plain origin-form or absolute target, HTTP/1.1 only.
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.1")
-# name ":" OWS value OWS, the value visible ASCII with inner spaces/tabs (or empty).
-_HEADER_LINE = re.compile(
-    rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?)[ \t]*"
-)
-# Headers that make a request anything but a plain GET head: h11 decides those.
-_NOT_SIMPLE = frozenset((b"content-length", b"transfer-encoding", b"host"))
+# name ":" OWS value OWS, the value visible ASCII with inner spaces/tabs (or
+# empty): after the colon, any visible ASCII, spaces and tabs. A block is such
+# lines joined by CRLF.
+_HEADER_FIELD = _TOKEN + rb":[\x20-\x7e\t]*"
+_HEADER_BLOCK = re.compile(_HEADER_FIELD + rb"(?:\r\n" + _HEADER_FIELD + rb")*")
 
 
-def _simple_head(
-    data: bytes,
-) -> tuple[str, bytes, list[tuple[bytes, bytes]], bytes] | None:
-    """(method, target, headers with lower-cased names, bytes after the head)
-    of a request head that is whole in `data` and plain: ASCII, one line per
-    header (no folding), one Host and no body headers. None for anything
-    else, which h11 then reads: this accepts only what h11 accepts, and
-    reads it as h11 does."""
+def _simple_head(data: bytes) -> tuple[str, bytes, bytes, bytes] | None:
+    """(method, target, header block, bytes after the head) of a request head
+    that is whole in `data` and plain: ASCII, one line per header (no
+    folding), one Host and no body headers; the block is its header lines
+    (as `Headers._from_block` takes them). None for anything else, which h11
+    then reads: this accepts only what h11 accepts, and reads it as h11 does."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    lines = data[:end].split(b"\r\n")
-    request = _REQUEST_LINE.fullmatch(lines[0])
-    if request is None:
+    line_end = data.find(b"\r\n")
+    request = _REQUEST_LINE.fullmatch(data, 0, line_end)
+    if request is None or line_end == end:  # h11 refuses an HTTP/1.1 request without Host
         return None
-    headers = []
-    hosts = 0
-    for line in lines[1:]:
-        header = _HEADER_LINE.fullmatch(line)
-        if header is None:
-            return None
-        name = header[1].lower()
-        if name in _NOT_SIMPLE:
-            if name != b"host" or hosts:
-                return None
-            hosts = 1
-        headers.append((name, header[2]))
-    if not hosts:  # h11 refuses an HTTP/1.1 request without Host
+    block = data[line_end + 2 : end]
+    if _HEADER_BLOCK.fullmatch(block) is None:
         return None
-    return request[1].decode("ascii"), request[2], headers, data[end + 4 :]
+    # Every line is a header, so each name starts a line and ends at its colon.
+    names = b"\r\n" + block.lower()
+    if names.count(b"\r\nhost:") != 1 or b"\r\ncontent-length:" in names:
+        return None
+    if b"\r\ntransfer-encoding:" in names:  # anything with a body is h11's to read
+        return None
+    return request[1].decode("ascii"), request[2], block, data[end + 4 :]
 
 
 async def send_accept(
@@ -283,18 +313,30 @@ async def send_accept(
     """
     if subprotocol is not None and subprotocol not in request.subprotocols:
         raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
-    accept = generate_accept_token(request.key.encode("ascii")).decode("ascii")
-    headers = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", accept),
-    ]
-    if subprotocol is not None:
-        headers.append(("Sec-WebSocket-Protocol", subprotocol))
+    response = accept_response(request.key, subprotocol, extra_headers)
     try:
-        await stream.send(_http_response(101, [*headers, *extra_headers]))
+        await stream.send(response)
     except STREAM_ERRORS:
         raise WebSocketClosed(1006, "") from None
+
+
+_ACCEPT_HEAD = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
+
+
+def accept_response(key: str, subprotocol: str | None, extra_headers: _Headers = ()) -> bytes:
+    """The ``101 Switching Protocols`` answering Sec-WebSocket-Key `key`."""
+    digest = hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()
+    response = _ACCEPT_HEAD + binascii.b2a_base64(digest, newline=False)
+    if subprotocol is not None:
+        extra_headers = [("Sec-WebSocket-Protocol", subprotocol), *extra_headers]
+    if extra_headers:
+        lines = _header_lines(extra_headers)
+        response += ("\r\n" + "\r\n".join(lines)).encode("latin-1")
+    return response + b"\r\n\r\n"
 
 
 # -- client side ----------------------------------------------------------------

@@ -1,9 +1,10 @@
 """One WebSocket (RFC 6455) over an anyio byte stream, client or server side.
 
-Whole data frames are read and written by `frames` directly; wsproto handles
-every other frame, and the closing handshake.  The HTTP upgrade before it is
-`upgrade`'s; `connect` and `accept_upgrade` put the two together (and this
-module re-exports the rest of `upgrade` that the RPC layer uses).
+Whole data frames, Pings and Pongs are read and written by `frames` directly;
+wsproto, made on first need, handles every other frame and the closing
+handshake.  The HTTP upgrade before it is `upgrade`'s; `connect` and
+`accept_upgrade` put the two together (and this module re-exports the rest of
+`upgrade` that the RPC layer uses).
 
 Knows nothing of OCPP.  Works the same on anyio's asyncio and trio backends.
 """
@@ -21,7 +22,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
@@ -30,7 +31,7 @@ from .._concurrency.lock import Lock
 from ..transport import WebSocketClosed as WebSocketClosed
 from ._internals import as_task
 from .close_codes import check_close_code
-from .frames import Splitter, encode
+from .frames import Splitter, encode, encode_control
 from .streams import AsyncioSocketStream, TrioSocketStream, adopt_socket_stream
 from .upgrade import STREAM_ERRORS as _STREAM_ERRORS
 from .upgrade import HandshakeAborted as HandshakeAborted
@@ -42,6 +43,7 @@ from .upgrade import read_upgrade_request as read_upgrade_request
 from .upgrade import reject_upgrade as reject_upgrade
 
 _RECEIVE_SIZE = 65536
+_CORK_LIMIT = 256  # frames corked (see WebSocket._receive) before they are written anyway
 # Bound on failing a connection (last Close, draining the peer) and on a graceful close.
 _FAIL_TIMEOUT = 2.0
 # A peer that takes no byte for `write_timeout` is sent this Close (it may read
@@ -51,6 +53,7 @@ _WRITE_TIMED_OUT = (1006, "write timeout")
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _CLOSED = ConnectionState.CLOSED
+_NO_EVENTS: Iterator[str | bytes | Event] = iter(())  # exhausted: one for every WebSocket
 
 _Headers = Sequence[tuple[str, str]]
 
@@ -153,20 +156,25 @@ class WebSocket:
         # can then be handed to a sink as they arrive (`set_sink`).
         self._inline = self.stream if isinstance(self.stream, AsyncioSocketStream) else None
         self._sink: Callable[[str | bytes], bool] | None = None
-        self._sink_task: tuple[asyncio.Task[Any], contextvars.Context] | None = None
+        self._sink_task: asyncio.Task[Any] | None = None  # the task the sink runs as
+        self._sink_context: contextvars.Context | None = None  # ... and in this context
         self._batch: list[str | bytes] | None = None  # what the sink sends, while it runs
+        # What is sent while the task in `receive` works through the messages of
+        # one read: written together before it reads again (see `_receive`).
+        self._cork: list[str | bytes] | None = None
         self._write_timeout: float | None = None
         self.subprotocol = subprotocol
         self.close_code: int | None = None
         self.close_reason = ""
-        self._conn = Connection(connection_type)
-        self._splitter = Splitter(self._conn, max_message_size)
-        self._events: Iterator[str | bytes | Event] = iter(self._splitter.feed(trailing_data))
+        # Holds the wsproto Connection too, made when a frame or our Close needs it.
+        self._splitter = Splitter(connection_type, max_message_size)
+        self._events = iter(self._splitter.feed(trailing_data)) if trailing_data else _NO_EVENTS
         self._max_message_size = max_message_size
-        self._parts: list[str | bytes] = []
         self._message_size = 0
-        self._write_lock = Lock()
-        self._pings: dict[bytes, anyio.Event] = {}
+        # Made on first use, as an idle connection may never need them:
+        self._parts: list[str | bytes] | None = None  # a fragmented message so far
+        self._lock: Lock | None = None  # the write lock: see _write_lock
+        self._pings: dict[bytes, anyio.Event] | None = None  # pending ping() waiters
         self._close_sent: tuple[int, str] | None = None
         self._close_hint: tuple[int, str] | None = None  # peer's Close, or our failure code
         self._receiving = False
@@ -175,7 +183,7 @@ class WebSocket:
         self._failing = False  # _fail() has begun: no more writes, reads only drain
         self._drained: Latch | None = None  # made by _fail(): the peer's Close or EOF came
         self._stream_closing = False
-        self._closed = Latch()  # set once the stream is closed
+        self._closed: Latch | None = None  # set once the stream is closed: see _closed_latch
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -188,7 +196,7 @@ class WebSocket:
         return _address(self.stream, SocketAttribute.local_address)
 
     def __repr__(self) -> str:
-        side = "client" if self._conn.client else "server"
+        side = "client" if self._splitter.client else "server"
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         return f"<WebSocket {side} {self.remote_address} {state}>"
 
@@ -205,12 +213,12 @@ class WebSocket:
         self._sink = sink
         if sink is None:
             self._inline.consumer = None
-            self._sink_task = None
+            self._sink_task = self._sink_context = None
             return
         task = asyncio.current_task()
         if task is None:
             return
-        self._sink_task = (task, contextvars.copy_context())
+        self._sink_task, self._sink_context = task, contextvars.copy_context()
         self._inline.consumer = self._consume
 
     @property
@@ -218,22 +226,22 @@ class WebSocket:
         """The context the sink runs in (None: no sink): the reader task runs
         what the sink would have run in it too, so that a context variable
         set by one handler is seen alike by the next, whichever ran it."""
-        return None if self._sink_task is None else self._sink_task[1]
+        return self._sink_context
 
     def _consume(self, data: bytes) -> bool:
         """The stream's consumer: split `data` and give its messages to the
         sink, while the task in `receive` waits for bytes (so every message
         before these has been returned by `receive`, and order holds)."""
-        sink_task = self._sink_task
+        task, context = self._sink_task, self._sink_context
         if (
-            sink_task is None
+            task is None
+            or context is None
             or not self._receiving
             or self._draining
             or self._failing
             or self.close_code is not None
         ):
             return False
-        task, context = sink_task
         taken = context.run(as_task, task, self._take, data)
         return taken is not None  # None: asyncio could not run it as the task
 
@@ -259,7 +267,7 @@ class WebSocket:
         finally:
             self._batch = None
             if batch:
-                stream.write_now(encode(batch, mask=self._conn.client))
+                stream.write_now(encode(batch, mask=self._splitter.client))
         return True
 
     async def receive(self) -> str | bytes:
@@ -270,7 +278,7 @@ class WebSocket:
         """
         if self._receiving:
             if self._draining:  # close() or _fail() is reading: wait for the end
-                await self._closed.wait()
+                await self._closed_latch().wait()
                 raise self._closed_error()
             raise RuntimeError("another task is already in WebSocket.receive()")
         self._receiving = True
@@ -286,7 +294,7 @@ class WebSocket:
         while self.close_code is None:
             if self._failing:  # another task fails the connection; the reading is this task's
                 await self._drain()
-                await self._closed.wait()
+                await self._closed_latch().wait()
                 break
             for event in self._events:
                 if type(event) is str or type(event) is bytes:  # a whole frame
@@ -303,12 +311,15 @@ class WebSocket:
                     if not event.message_finished:
                         self._message_size = size
                         if data:
+                            if self._parts is None:
+                                self._parts = []
                             self._parts.append(data)
                         continue
                     self._message_size = 0
-                    if not self._parts:
+                    parts = self._parts
+                    if not parts:
                         return data
-                    parts, self._parts = self._parts, []
+                    self._parts = None
                     parts.append(data)
                     if isinstance(data, str):
                         return "".join(cast("list[str]", parts))
@@ -323,6 +334,10 @@ class WebSocket:
                     await self._on_close(event.code, event.reason or "")
                     raise self._closed_error()
             else:
+                self._events = _NO_EVENTS  # an idle connection holds no iterator of its own
+                if self._cork is not None:
+                    await self._uncork()
+                    continue  # it may have ended or failed the WebSocket
                 try:
                     data = await self.stream.receive(_RECEIVE_SIZE)
                 except _STREAM_ERRORS:
@@ -333,11 +348,35 @@ class WebSocket:
                 if self._failing:
                     self._splitter.discard(data)
                 else:
-                    self._events = iter(self._splitter.feed(data))
+                    items = self._splitter.feed(data)
+                    if type(items) is list and len(items) > 1:
+                        # Several messages in one read (a peer with calls in
+                        # flight): their answers go out in one write, not one
+                        # each, before the next read.
+                        self._cork = []
+                    self._events = iter(items)
         raise self._closed_error()
 
+    async def _uncork(self) -> None:
+        """Write what was corked (see `_receive`), from the task in `receive`."""
+        cork, self._cork = self._cork, None
+        if not cork:
+            return
+        async with self._write_lock:
+            if self._splitter.state is not _OPEN or self._failing:
+                return  # nothing more goes out: as if sent into a connection that ended
+            try:
+                await self._write(encode(cork, mask=self._splitter.client))
+                return
+            except TimeoutError:
+                pass
+            except _STREAM_ERRORS:
+                await self._finish(*self._end_state())
+                return
+        await self._fail_write_timeout(reading=True)
+
     async def _on_close(self, code: int, reason: str) -> None:
-        state = self._conn.state
+        state = self._splitter.state
         if state is _REMOTE_CLOSING:  # the peer starts the closing handshake: echo it
             self._close_hint = (code, reason)
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _FAIL_TIMEOUT):
@@ -352,12 +391,21 @@ class WebSocket:
 
     def _resolve_pings(self, payload: bytes) -> None:
         """A Pong resolves the matching ping and every earlier one."""
-        if payload in self._pings:
-            while self._pings:
-                key = next(iter(self._pings))
-                self._pings.pop(key).set()
+        pings = self._pings
+        if pings and payload in pings:
+            while pings:
+                key = next(iter(pings))
+                pings.pop(key).set()
                 if key == payload:
                     break
+
+    @property
+    def _write_lock(self) -> Lock:
+        """The lock every write but `send_nowait`'s holds (made on first use)."""
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = Lock()
+        return lock
 
     @property
     def write_timeout(self) -> float | None:
@@ -393,18 +441,22 @@ class WebSocket:
         stream = self._inline
         if (
             stream is None
-            or self._write_lock.locked()
+            or (self._lock is not None and self._lock.locked())
             or self._failing
-            or self._conn.state is not _OPEN
+            or self._splitter.state is not _OPEN
         ):
             return False
+        cork = self._cork
+        if cork is not None:
+            cork.append(message)
+            return True
         batch = self._batch
         if batch is not None:  # in the sink: written together when it returns
             if not batch and not stream.writable():
                 return False
             batch.append(message)
             return True
-        data = encode((message,), mask=self._conn.client)
+        data = encode((message,), mask=self._splitter.client)
         if not stream.writable(len(data)):
             return False
         stream.write_now(data)
@@ -416,10 +468,18 @@ class WebSocket:
 
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
         """Send several messages, in order, in one write to the stream."""
-        async with self._write_lock:
-            if self._conn.state is not _OPEN or self._failing:
+        cork = self._cork
+        if cork is not None:
+            if self._splitter.state is not _OPEN or self._failing:
                 raise self._closed_error()
-            data = encode(messages, mask=self._conn.client)
+            cork.extend(messages)
+            if len(cork) < _CORK_LIMIT:
+                return
+            messages, self._cork = cork, []
+        async with self._write_lock:
+            if self._splitter.state is not _OPEN or self._failing:
+                raise self._closed_error()
+            data = encode(messages, mask=self._splitter.client)
             try:
                 await self._write(data)
                 return
@@ -439,15 +499,22 @@ class WebSocket:
         the caller's next operation, not raised here.
         """
         async with self._write_lock:
-            state = self._conn.state
+            state = self._splitter.state
             is_close = isinstance(event, CloseConnection)
             if state is not _OPEN and not (is_close and state is _REMOTE_CLOSING):
                 return False
             if self._failing and not is_close:
                 return False
-            data = self._conn.send(event)
             if isinstance(event, CloseConnection):
+                data = self._splitter.conn.send(event)
                 self._close_sent = (event.code, event.reason or "")
+            else:  # a Ping or Pong changes no state: wsproto is not needed for it
+                data = encode_control(cast("Ping | Pong", event), mask=self._splitter.client)
+            cork = self._cork
+            if cork is not None:  # what was sent before goes out first, in the same write
+                self._cork = [] if self._receiving and not is_close else None
+                if cork:
+                    data = encode(cork, mask=self._splitter.client) + data
             try:
                 await self._write(data)
                 return True
@@ -482,20 +549,23 @@ class WebSocket:
         ``payload`` defaults to 4 random bytes; it must be unique among pending
         pings (ValueError).  Raises :exc:`WebSocketClosed` if the WebSocket closes.
         """
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = {}
         if payload is None:
             payload = os.urandom(4)
-            while payload in self._pings:
+            while payload in pings:
                 payload = os.urandom(4)
-        elif payload in self._pings:
+        elif payload in pings:
             raise ValueError(f"a ping with payload {payload!r} is already pending")
-        waiter = self._pings[payload] = anyio.Event()
+        waiter = pings[payload] = anyio.Event()
         try:
             if await self._send_control(Ping(payload=payload)):
                 await waiter.wait()
         finally:
-            pending = self._pings.get(payload) is waiter
+            pending = pings.get(payload) is waiter
             if pending:
-                del self._pings[payload]
+                del pings[payload]
         if pending:  # not resolved by a Pong: the WebSocket closed
             raise self._closed_error()
 
@@ -528,12 +598,12 @@ class WebSocket:
                         self._draining = False
             if self.close_code is None and not self._failing:  # the peer did not answer
                 await self._finish(*self._end_state(), force=True)
-        await self._closed.wait()
+        await self._closed_latch().wait()
 
     async def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake (close_code 1006)."""
         await self._finish(1006, "", force=True)
-        await self._closed.wait()
+        await self._closed_latch().wait()
 
     async def _fail(
         self,
@@ -581,7 +651,7 @@ class WebSocket:
 
     async def _drain(self) -> None:
         """Read and drop what the peer sends until its Close has come or the stream ends."""
-        self._events = iter(())
+        self._events = _NO_EVENTS
         try:
             while not self._splitter.close_received:
                 try:
@@ -612,8 +682,9 @@ class WebSocket:
         """
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        for waiter in self._pings.values():
-            waiter.set()
+        if self._pings:
+            for waiter in self._pings.values():
+                waiter.set()
         if self._stream_closing and not force:
             return
         graceful = not (self._stream_closing or force)
@@ -632,7 +703,15 @@ class WebSocket:
                 except Exception:  # what is dropped has nothing left to report (a TLS
                     pass  # stream cut in its handshake raises here before anyio 4.16)
         finally:
-            self._closed.set()
+            self._closed_latch().set()
+
+    def _closed_latch(self) -> Latch:
+        """The latch set once the stream is closed, made by its first waiter or
+        setter (most connections never have one waiting before they end)."""
+        latch = self._closed
+        if latch is None:
+            latch = self._closed = Latch()
+        return latch
 
     def _end_state(self) -> tuple[int, str]:
         """The code/reason to end with if the transport goes away now."""

@@ -112,9 +112,11 @@ def dialect_for(protocol: str | None) -> Dialect:
 
 
 # -- frame values -------------------------------------------------------------
+# The frames made per message are not frozen: a frozen dataclass's __init__ sets
+# each field through object.__setattr__, 4x the cost. Nothing assigns to them.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallFrame:
     """``[2, message_id, method, params]``"""
 
@@ -123,7 +125,7 @@ class CallFrame:
     params: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendFrame:
     """``[6, message_id, method, params]`` (OCPP 2.1 SEND: never answered)."""
 
@@ -132,7 +134,7 @@ class SendFrame:
     params: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallResultFrame:
     """``[3, message_id, result]``"""
 
@@ -140,7 +142,7 @@ class CallResultFrame:
     result: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallErrorFrame:
     """``[4, message_id, code, description, details]``, or type 5
     (CALLRESULTERROR, OCPP 2.1) when `result_error` is true."""

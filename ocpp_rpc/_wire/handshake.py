@@ -11,44 +11,94 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_T = TypeVar("_T")
 _BASIC = re.compile(r"^\s*basic\s+([A-Za-z0-9+/._~-]+=*)\s*$", re.IGNORECASE)
 
 
 class Headers(Mapping[str, str]):
     """Request headers, looked up case-insensitively; repeated ones joined with ", "."""
 
+    # A connection keeps its Handshake, so this keeps one compact form: the
+    # items (or the reader's raw header block, split on first use) and the
+    # merged map only once something is looked up.
     __slots__ = ("_items", "_map")
+
+    _items: tuple[tuple[str, str], ...] | bytes
+    _map: dict[str, str] | None
 
     def __init__(self, items: Sequence[tuple[str, str]]) -> None:
         self._items = tuple(items)
-        merged: dict[str, str] = {}
-        for name, value in self._items:
-            key = name.lower()
-            merged[key] = f"{merged[key]}, {value}" if key in merged else value
-        self._map = merged
+        self._map = None
 
-    def __getitem__(self, name: str) -> str:
-        return self._map[name.lower()]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._map
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
+    @classmethod
+    def _from_block(cls, block: bytes) -> Headers:
+        """Headers of a raw header block: ``name:value`` lines joined by CRLF,
+        each a token name and a visible-ASCII value (OWS around it allowed),
+        as the server's request reader has already checked."""
+        headers = cls.__new__(cls)
+        headers._items = block
+        headers._map = None
+        return headers
 
     def raw_items(self) -> tuple[tuple[str, str], ...]:
         """Every header line as received (lower-cased names), repeats included."""
-        return self._items
+        items = self._items
+        if isinstance(items, bytes):
+            items = self._items = header_block_items(items)
+        return items
+
+    def _merged(self) -> dict[str, str]:
+        merged = self._map
+        if merged is None:
+            merged = self._map = {}
+            for name, value in self.raw_items():
+                key = name.lower()
+                merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        return merged
+
+    def _peek(self, name: str) -> str | None:
+        """``self.get(name)`` for a lower-case ASCII `name`, without building
+        the map: for the server's own look-ups, which a connection need not pay
+        for in memory."""
+        if self._map is not None:
+            return self._map.get(name)
+        items = self._items
+        if isinstance(items, bytes):
+            if name.encode("ascii") not in items.lower():
+                return None
+            items = header_block_items(items)
+        values = [value for key, value in items if key.lower() == name]
+        return ", ".join(values) if values else None
+
+    def __getitem__(self, name: str) -> str:
+        return self._merged()[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._merged()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._merged())
+
+    def __len__(self) -> int:
+        return len(self._merged())
 
     def __repr__(self) -> str:
-        return f"Headers({self._map!r})"
+        return f"Headers({self._merged()!r})"
+
+
+def header_block_items(block: bytes) -> tuple[tuple[str, str], ...]:
+    """The (lower-cased name, value) items of a header block `Headers._from_block` takes."""
+    if not block:
+        return ()
+    items = []
+    for line in block.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        items.append((name.lower(), value.strip(" \t")))
+    return tuple(items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +148,7 @@ def make_handshake(
     *,
     path: str,
     query_string: str,
-    headers: Sequence[tuple[str, str]],
+    headers: Sequence[tuple[str, str]] | Headers,
     protocols: Sequence[str],
     remote_address: tuple[str, int] | None,
     peer_certificate: dict[str, Any] | None = None,
@@ -106,26 +156,63 @@ def make_handshake(
 ) -> Handshake:
     """The Handshake of an upgrade request for `path` (still percent-encoded).
 
-    ValueError for a missing or malformed identity (the last path segment).
+    `headers` are (name, value) pairs, or a `Headers` the Handshake then keeps
+    as is. ValueError for a missing or malformed identity (the last path segment).
     """
     endpoint, _, raw_identity = path.rpartition("/")
     identity = decode_identity(raw_identity)
-    header_map = Headers(headers)
+    header_map = headers if isinstance(headers, Headers) else Headers(headers)
+    endpoint = endpoint or "/"
+    if len(endpoint) <= _SHARED_SIZE:
+        endpoint = _shared(_ENDPOINTS, endpoint)
+    offered = tuple(protocols)
+    if sum(map(len, offered)) <= _SHARED_SIZE:
+        offered = _shared(_PROTOCOLS, offered)
     return Handshake(
         identity=identity,
-        endpoint=endpoint or "/",
-        protocols=tuple(protocols),
+        endpoint=endpoint,
+        protocols=offered,
         remote_address=remote_address,
         headers=header_map,
-        query=MappingProxyType(dict(parse_qsl(query_string, keep_blank_values=True))),
-        password=basic_auth_password(header_map.get("authorization"), identity),
+        query=(
+            MappingProxyType(dict(parse_qsl(query_string, keep_blank_values=True)))
+            if query_string
+            else _NO_QUERY
+        ),
+        password=basic_auth_password(header_map._peek("authorization"), identity),
         peer_certificate=peer_certificate or None,
         peer_certificate_der=peer_certificate_der or None,
     )
 
 
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})
+# Most connections offer the same protocols on the same endpoint: their
+# Handshakes share one copy of each (short ones, a bounded number of them).
+_ENDPOINTS: dict[str, str] = {}
+_PROTOCOLS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SHARED_SIZE = 64
+_SHARED_MAX = 64
+
+
+def _shared(cache: dict[_T, _T], value: _T) -> _T:
+    """`value`, or an equal one `cache` already holds (it holds at most `_SHARED_MAX`)."""
+    shared = cache.get(value)
+    if shared is None:
+        if len(cache) >= _SHARED_MAX:
+            cache.clear()
+        shared = cache[value] = value
+    return shared
+
+
 def decode_identity(raw_identity: str) -> str:
     """Percent-decode one path segment into an identity; ValueError if malformed."""
+    # Nearly every identity is printable ASCII without escapes: itself.
+    plain = "%" not in raw_identity and raw_identity.isascii() and raw_identity.isprintable()
+    return raw_identity if plain and raw_identity else _decode_identity(raw_identity)
+
+
+def _decode_identity(raw_identity: str) -> str:
+    """`decode_identity` for any segment (the fast path's oracle in the tests)."""
     if not raw_identity:
         raise ValueError("missing identity (the last path segment)")
     if _BAD_PERCENT.search(raw_identity):

@@ -40,14 +40,18 @@ from .codec import (
 P = TypeVar("P")
 
 
-@dataclass(frozen=True, slots=True)
+# What `receive` makes of a message; Dispatch and Answer, made per message,
+# are not frozen (see the frames in codec).
+
+
+@dataclass(slots=True)
 class Dispatch:
     """Run the handler for this CALL (or SEND); a CALL is now "being handled"."""
 
     frame: CallFrame | SendFrame
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer(Generic[P]):
     """A CALLRESULT/CALLERROR/CALLRESULTERROR for the pending call `pending`."""
 
@@ -103,7 +107,9 @@ class Exchange(Generic[P]):
         self.max_bad_messages = max_bad_messages
         self.bad_message_count = 0
         self.pending: dict[str, P] = {}
-        self.handling: set[str] = set()  # ids of the inbound CALLs being handled
+        # Ids of the inbound CALLs being handled (a dict: smaller than a set
+        # when empty, as it mostly is).
+        self.handling: dict[str, None] = {}
         self.sends_handling = 0  # inbound SENDs being handled
         # Inbound work is bounded without ever making the reader wait (a handler
         # may await an answer from this very peer): the excess is refused at once.
@@ -124,7 +130,7 @@ class Exchange(Generic[P]):
 
     def finish(self, message_id: str) -> None:
         """An inbound CALL has been answered (or dropped)."""
-        self.handling.discard(message_id)
+        self.handling.pop(message_id, None)
 
     def finish_send(self) -> None:
         """The handler of an inbound SEND has ended."""
@@ -208,7 +214,7 @@ class Exchange(Generic[P]):
             if self.inbound_in_progress >= self.max_inbound_calls:
                 return self._busy(frame)
             self.busy_refusals = 0
-            self.handling.add(frame.message_id)
+            self.handling[frame.message_id] = None
             return Dispatch(frame)
         if isinstance(frame, SendFrame):
             self.bad_message_count = 0

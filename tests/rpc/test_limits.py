@@ -90,6 +90,22 @@ async def test_silent_connection_is_dropped_after_the_handshake_timeout() -> Non
             await assert_serves_others(url)
 
 
+async def test_the_handshake_timeout_does_not_cut_a_slow_auth_hook() -> None:
+    """The timeout bounds reading the upgrade request, not the auth hook."""
+    with anyio.fail_after(5):
+        async with limited(handshake_timeout=0.1) as (server, url, _port, aborted):
+            hooked = anyio.Event()
+
+            @server.auth
+            async def slow(handshake: Handshake) -> None:
+                hooked.set()
+                await anyio.sleep(0.3)
+
+            await assert_serves_others(url, "slow")
+            assert hooked.is_set()
+            assert aborted == []
+
+
 async def test_slow_loris_tls_handshake_is_dropped() -> None:
     server_context, client_context = tls_contexts("127.0.0.1")
     with anyio.fail_after(5):

@@ -208,7 +208,7 @@ class ExchangeMachine(RuleBasedStateMachine):
     def agrees_with_the_model(self) -> None:
         exchange = self.exchange
         assert set(exchange.pending) == self.pending
-        assert exchange.handling == self.handling
+        assert set(exchange.handling) == self.handling
         assert exchange.inbound_in_progress == len(self.handling) + self.sends
         assert exchange.inbound_in_progress <= exchange.max_inbound_calls
         assert exchange.bad_message_count == self.bad

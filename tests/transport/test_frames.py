@@ -15,7 +15,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.frame_protocol import XorMaskerSimple
 
-from ocpp_rpc._transport.frames import Splitter, encode, unmask
+from ocpp_rpc._transport.frames import Splitter, encode, encode_control, unmask
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -355,3 +355,131 @@ def test_discard_follows_a_long_frame_to_the_close_after_it() -> None:
         assert not splitter.close_received
         splitter.discard(big[start : start + 4096])
     assert splitter.close_received
+
+
+# -- Pings and Pongs on the fast path; wsproto made only when needed ------------
+
+
+def test_a_lazy_splitter_starts_without_wsproto() -> None:
+    assert Splitter(ConnectionType.SERVER, 1 << 24)._conn is None
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_a_splitter_that_makes_wsproto_itself_yields_what_wsproto_alone_does(
+    stream: tuple[bool, list[bytes], int, bool],
+) -> None:
+    """Also: whenever it holds a wsproto connection, that one is needed (a
+    frame or fragmented message is under way, or wsproto has the rest)."""
+    client, chunks, max_size, _ = stream
+    splitter = Splitter(ConnectionType.CLIENT if client else ConnectionType.SERVER, max_size)
+    state: dict[str, Any] = {"out": [], "parts": [], "closed": False}
+    for chunk in chunks:
+        if state["closed"]:
+            break
+        normalize(splitter.feed(chunk), state)
+        if splitter._conn is not None:
+            assert splitter._through or splitter._owed or splitter._fragmented
+    assert state["out"] == through_wsproto(client, chunks)
+
+
+@st.composite
+def everyday_streams(draw: st.DrawFn) -> tuple[bool, list[bytes], bool]:
+    """(client side?, whole data frames, Pings and Pongs cut in reads, whether
+    a cut falls inside a data frame)"""
+    client = draw(st.booleans())
+    kinds = st.sampled_from([(TEXT, TEXTS), (BINARY, BYTES), (PING, st.binary(max_size=125)),
+                             (PONG, st.binary(max_size=125))])
+    parts = [
+        raw_frame(opcode, draw(payloads), mask=not client)
+        for opcode, payloads in draw(st.lists(kinds, max_size=10))
+    ]
+    data = b"".join(parts)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    spans, start = [], 0
+    for part in parts:
+        if part[0] & 0x0F in (TEXT, BINARY):
+            spans.append((start, start + len(part)))
+        start += len(part)
+    data_cut = any(a < cut < b for a, b in spans for cut in cuts)
+    return client, chunks, data_cut
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(everyday_streams())
+def test_data_pings_and_pongs_cut_anywhere_leave_no_wsproto(
+    stream: tuple[bool, list[bytes], bool],
+) -> None:
+    """A Ping or Pong cut across reads is waited for whole; wsproto is made
+    only for a data frame cut across reads, and dropped at its end."""
+    client, chunks, data_cut = stream
+    splitter = Splitter(ConnectionType.CLIENT if client else ConnectionType.SERVER, 1 << 24)
+    state: dict[str, Any] = {"out": [], "parts": [], "closed": False}
+    for chunk in chunks:
+        normalize(splitter.feed(chunk), state)
+        assert data_cut or splitter._conn is None
+    assert state["out"] == through_wsproto(client, chunks)
+    assert splitter._conn is None and not splitter._through
+
+
+@pytest.mark.parametrize("client", [False, True])
+def test_pings_and_pongs_are_events_without_wsproto(client: bool) -> None:
+    mask = not client
+    data = (
+        raw_frame(PING, b"", mask=mask)
+        + raw_frame(TEXT, b"call", mask=mask)
+        + raw_frame(PONG, b"x" * 125, mask=mask)
+        + raw_frame(PING, bytes(range(125)), mask=mask)
+    )
+    splitter = Splitter(ConnectionType.CLIENT if client else ConnectionType.SERVER, 1 << 24)
+    items = list(splitter.feed(data[:-60])) + list(splitter.feed(data[-60:]))
+    assert items == [Ping(b""), "call", Pong(b"x" * 125), Ping(bytes(range(125)))]
+    assert all(type(item.payload) is bytes for item in items if isinstance(item, (Ping, Pong)))
+    assert splitter._conn is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(raw_frame(PING, b"x" * 126), id="ping-126"),
+        pytest.param(raw_frame(PONG, b"x" * 126), id="pong-126"),
+        pytest.param(raw_frame(PING, b"p", fin=False), id="fragmented-ping"),
+        pytest.param(raw_frame(PONG, b"p", rsv=1), id="pong-rsv1"),
+        pytest.param(raw_frame(PING, b"p", mask=False), id="unmasked-ping"),
+        pytest.param(raw_frame(PING, b"p", wide=1), id="ping-long-length-form"),
+    ],
+)
+def test_a_bad_control_frame_makes_wsproto_which_fails_it_with_1002(bad: bytes) -> None:
+    splitter = Splitter(ConnectionType.SERVER, 1 << 24)
+    items = list(splitter.feed(raw_frame(PING, b"ok") + bad + raw_frame(TEXT, b"never")))
+    assert items[0] == Ping(b"ok")
+    assert isinstance(items[1], CloseConnection) and items[1].code == 1002
+    assert len(items) == 2 and splitter._conn is not None
+
+
+def test_a_fragmented_message_makes_wsproto_until_its_end_pings_between_stay_ours() -> None:
+    splitter = Splitter(ConnectionType.SERVER, 1 << 24)
+    first = list(splitter.feed(raw_frame(TEXT, b"he", fin=False) + raw_frame(PING, b"1")))
+    assert [type(item) for item in first] == [TextMessage, Ping]
+    assert splitter._conn is not None  # wsproto has the message under way
+    rest = list(splitter.feed(raw_frame(CONT, b"llo") + raw_frame(TEXT, b"next")))
+    assert isinstance(rest[0], TextMessage) and rest[0].message_finished
+    assert rest[1:] == ["next"] and splitter._conn is None
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=125), st.sampled_from([Ping, Pong]))
+def test_encode_control_gives_the_frame_wsproto_sends(payload: bytes, kind: type) -> None:
+    event = kind(payload)
+    assert encode_control(event, mask=False) == Connection(ConnectionType.SERVER).send(event)
+    reader = Connection(ConnectionType.SERVER)  # a client's masked frame, read by a server
+    reader.receive_data(encode_control(event, mask=True))
+    assert list(reader.events()) == [event]
+
+
+def test_encode_control_refuses_a_payload_over_125_bytes_as_wsproto_does() -> None:
+    with pytest.raises(ValueError, match="payload too long for control frame"):
+        Connection(ConnectionType.SERVER).send(Ping(b"x" * 126))
+    with pytest.raises(ValueError, match="payload too long for control frame"):
+        encode_control(Ping(b"x" * 126), mask=True)

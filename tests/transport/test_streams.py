@@ -31,6 +31,8 @@ from ocpp_rpc._transport.streams import (
     TrioSocketStream,
     adopt_socket_stream,
     connect_tcp,
+    open_accepted,
+    serve_listener,
 )
 from ocpp_rpc._transport.websocket import WebSocket
 from ocpp_rpc.transport import WebSocketClosed
@@ -88,6 +90,38 @@ async def test_bytes_read_before_the_swap_are_kept_and_attributes_work() -> None
         with anyio.fail_after(2):
             while received != b"irst second":
                 received += await fast.receive()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_socket_attributes_are_anyios(host: str) -> None:
+    """Our streams answer `extra` from a table of their own (anyio rebuilds its
+    table, with a getpeername, on every lookup): the same values as anyio's."""
+    try:
+        listener = await anyio.create_tcp_listener(local_host=host)
+    except OSError:
+        pytest.skip(f"no {host} here")
+    async with listener:
+        port = listener.extra(SocketAttribute.local_port)
+        client = await anyio.connect_tcp(host, port)
+        server = await listener.listeners[0].accept()
+        async with client, server:
+            names = [
+                SocketAttribute.family, SocketAttribute.local_address,
+                SocketAttribute.local_port, SocketAttribute.remote_address,
+                SocketAttribute.remote_port,
+            ]
+            expected = {name: server.extra(name) for name in names}
+            fast = adopt_socket_stream(server)
+            assert fast is not server
+            assert {name: fast.extra(name) for name in names} == expected
+            assert fast.extra(SocketAttribute.raw_socket).fileno() == (
+                server.extra(SocketAttribute.raw_socket).fileno()
+            )
+            assert expected[SocketAttribute.remote_address] == client.extra(
+                SocketAttribute.local_address
+            )
+            await fast.aclose()
+            assert fast.extra(SocketAttribute.remote_address, None) is None
 
 
 @ASYNCIO_AND_UVLOOP
@@ -452,3 +486,55 @@ async def test_connect_tcp_checks_tls_against_the_ip_address() -> None:
     async with echo_listener("127.0.0.1", server_context) as port:
         with anyio.fail_after(5), pytest.raises(ssl.SSLCertVerificationError):
             await connect_tcp("127.0.0.1", port, ssl_context=client_context)
+
+
+# -- the server's accept loop (serve_listener) ---------------------------------------------
+
+
+@EVERY_LOOP
+async def test_serve_listener_hands_each_connection_over_on_our_stream(
+    anyio_backend: object,
+) -> None:
+    """Bytes sent before the server accepted, and the EOF after them, arrive;
+    a burst of connections at once is served whole."""
+    expected = TrioSocketStream if anyio_backend == "trio" else AsyncioSocketStream
+    received: dict[bytes, bytes] = {}
+    done = anyio.Event()
+    count = 150
+
+    async def handler(accepted: anyio.abc.ByteStream | socket.socket) -> None:
+        stream = await open_accepted(accepted)
+        assert type(stream) is expected
+        data = b""
+        async with stream:
+            while True:
+                try:
+                    data += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+            await stream.send(b"bye " + data)
+        received[data] = data
+        if len(received) == count:
+            done.set()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(SocketAttribute.local_port)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_listener, listener, handler, tg)
+            clients = []
+            for i in range(count):  # connected and written to before any is accepted
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.sendall(b"hello %d" % i)
+                sock.shutdown(socket.SHUT_WR)
+                clients.append(sock)
+            await done.wait()
+            for i, sock in enumerate(clients):
+                answer = b""
+                while chunk := sock.recv(100):
+                    answer += chunk
+                assert answer == b"bye hello %d" % i
+                sock.close()
+            tg.cancel_scope.cancel()
+    await listener.aclose()
+    assert len(received) == count

@@ -1,0 +1,121 @@
+"""Answers to the messages of one read go out in one write ("corked"), in
+order with everything else the WebSocket sends: the task in `receive` writes
+them all before it reads again (the asyncio sink batches its own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from test_websocket_control import TEXT, RawClient, frame, server_and_client
+from wsproto.events import CloseConnection, Ping, Pong, TextMessage
+
+from ocpp_rpc._transport.websocket import _CORK_LIMIT, WebSocket, WebSocketClosed
+
+pytestmark = pytest.mark.anyio
+
+EVERY_LOOP = pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"), "trio"],
+)
+
+
+def count_writes(ws: WebSocket) -> list[int]:
+    """Sizes of the writes to `ws`'s stream, from now on."""
+    sizes: list[int] = []
+    send = ws.stream.send
+
+    async def counting(data: bytes) -> None:
+        sizes.append(len(data))
+        await send(data)
+
+    ws.stream.send = counting  # type: ignore[method-assign]
+    return sizes
+
+
+async def echo_n(ws: WebSocket, n: int) -> None:
+    """Answer `n` messages, each as the reader's own task would."""
+    for _ in range(n):
+        message = await ws.receive()
+        await ws.send(f"re {message!s}")
+
+
+async def texts(client: RawClient, n: int) -> list[str]:
+    out = []
+    while len(out) < n:
+        event = await client.event()
+        assert isinstance(event, TextMessage), event
+        out.append(str(event.data))
+    return out
+
+
+@EVERY_LOOP
+async def test_the_answers_to_one_read_go_out_in_one_write(anyio_backend: Any) -> None:
+    with anyio.fail_after(5):
+        async with server_and_client() as (ws, client), anyio.create_task_group() as tg:
+            writes = count_writes(ws)
+            tg.start_soon(echo_n, ws, 1_000)
+            await client.send(*(frame(TEXT, b"m%d" % i) for i in range(5)))
+            # Written when the reader came back for more, all five at once.
+            assert await texts(client, 5) == [f"re m{i}" for i in range(5)]
+            assert len(writes) == 1, writes
+            await client.send(frame(TEXT, b"alone"))
+            assert await texts(client, 1) == ["re alone"]
+            assert len(writes) == 2  # a lone message's answer is written at once
+            tg.cancel_scope.cancel()
+
+
+@EVERY_LOOP
+async def test_a_long_read_is_written_every_cork_limit_frames(anyio_backend: Any) -> None:
+    n = _CORK_LIMIT + 44
+    with anyio.fail_after(5):
+        async with server_and_client() as (ws, client):
+            writes = count_writes(ws)
+            await client.send(*(frame(TEXT, b"%d" % i) for i in range(n)))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(echo_n, ws, n)
+                assert await texts(client, _CORK_LIMIT) == [f"re {i}" for i in range(_CORK_LIMIT)]
+                with anyio.move_on_after(0.2):
+                    await ws.receive()  # the rest goes out before this reads
+                assert await texts(client, 44) == [f"re {i}" for i in range(_CORK_LIMIT, n)]
+            assert len(writes) <= 3, writes  # one per read and per limit, never one each
+
+
+@EVERY_LOOP
+async def test_corked_answers_go_before_a_pong_and_a_close_echo(anyio_backend: Any) -> None:
+    with anyio.fail_after(5):
+        async with server_and_client() as (ws, client):
+            close = frame(0x8, (1000).to_bytes(2, "big") + b"bye")
+            await client.send(frame(TEXT, b"a"), frame(0x9, b"p"), frame(TEXT, b"b"), close)
+            got_a = await ws.receive()
+            await ws.send(f"re {got_a!s}")
+            got_b = await ws.receive()  # answers the Ping on the way
+            await ws.send(f"re {got_b!s}")
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+            assert closed.value.code == 1000
+            events = [await client.event() for _ in range(4)]
+            assert [type(e) for e in events] == [TextMessage, Pong, TextMessage, CloseConnection]
+            assert [e.data for e in events if isinstance(e, TextMessage)] == ["re a", "re b"]
+            assert not isinstance(events[1], Ping)
+
+
+@EVERY_LOOP
+async def test_a_send_from_another_task_while_corked_keeps_its_place(anyio_backend: Any) -> None:
+    with anyio.fail_after(5):
+        async with server_and_client() as (ws, client):
+            await client.send(frame(TEXT, b"1"), frame(TEXT, b"2"))
+            first = await ws.receive()
+            await ws.send(f"re {first!s}")
+
+            async def other() -> None:
+                await ws.send("from another task")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+            second = await ws.receive()
+            await ws.send(f"re {second!s}")
+            with anyio.move_on_after(0.2):
+                await ws.receive()
+            assert await texts(client, 3) == ["re 1", "from another task", "re 2"]
