@@ -21,8 +21,9 @@ Contenders, each measurement in its own subprocess (loopback only):
 A contender whose runtime is missing is skipped (its row says why).
 
 Driver-fed servers (benchmarks/server_*): server_node.js, server_ours.py
-(asyncio, asyncio + uvloop + orjson, trio), server_websockets.py and
-server_picows.py (floors); the driver is installed by `driver.py install`.
+(asyncio, asyncio + uvloop + orjson, trio), server_websockets.py,
+server_picows.py and server_trio_floor.py (floors); the driver is installed
+by `driver.py install`.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def machine() -> str:
 sys.path.insert(0, str(HERE))
 import driver as drv  # noqa: E402  (benchmarks/ is no package)
 
-FED_FLOORS = ("websockets (floor)", "picows + uvloop (floor)")
+FED_FLOORS = ("websockets (floor)", "picows + uvloop (floor)", "trio raw sockets (floor)")
 
 
 @dataclass
@@ -254,6 +255,8 @@ def fed_contenders() -> list[Fed]:
             missing=_has("websockets"), calls=False),
         Fed(FED_FLOORS[1], [py, str(HERE / "server_picows.py")],
             missing=_has("picows", "uvloop"), calls=False),
+        Fed(FED_FLOORS[2], [py, str(HERE / "server_trio_floor.py")],
+            missing=_has("trio"), calls=False),
     ]
 
 

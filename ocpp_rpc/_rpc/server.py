@@ -433,6 +433,8 @@ class RPCServer:
         )
         with scope:
             self._upgrade_scopes.add(scope)
+            if self._closing:  # accepted as close() began: it did not see this scope
+                scope.cancel()
             try:
                 if ssl_context is not None:
                     stream = await TLSStream.wrap(
@@ -443,6 +445,8 @@ class RPCServer:
                 request = await _websocket.read_upgrade_request(
                     stream, max_header_size=self._max_header_size
                 )
+                if scope.cancel_called:  # the timer (or close()) came as the read ended:
+                    await anyio.lowlevel.checkpoint()  # out of the scope, as if sooner
                 reading = False
                 if timer is not None:
                     self._timers.cancel(timer)

@@ -12,8 +12,8 @@ its version, as soon as one of them no longer holds.
   (a deque of bytes received and not yet read), ``exception`` and
   ``is_at_eof`` tell what has arrived (`adoptable_asyncio_stream`,
   `is_open_trio_stream`).
-- anyio: the TCP listener of its asyncio backend is ``TCPSocketListener`` in
-  ``anyio._backends._asyncio`` (`asyncio_listening_sockets`).
+- anyio: the TCP listeners of its backends are ``TCPSocketListener`` in the
+  modules above (`listening_sockets`).
 - anyio: `anyio.abc.SocketStream` takes its socket attributes from the abstract
   property ``_raw_socket``, which our stream classes define (`RAW_SOCKET`).
 - asyncio: a selector transport reads ``max_size`` bytes at a time
@@ -40,14 +40,15 @@ def _is_anyio_socket_stream(stream: object, module: str) -> bool:
     return type(stream).__name__ == "SocketStream" and type(stream).__module__ == module
 
 
-def asyncio_listening_sockets(listener: object) -> list[Any] | None:
+def listening_sockets(listener: object, module: str) -> list[Any] | None:
     """The listening sockets of `listener`, a `MultiListener` (as
-    `anyio.create_tcp_listener` makes) of anyio asyncio TCP listeners; else None."""
+    `anyio.create_tcp_listener` makes) of TCP listeners of the anyio backend
+    `module` (`ANYIO_ASYNCIO`, `ANYIO_TRIO`); else None."""
     from anyio.abc import SocketAttribute
 
     listeners = getattr(listener, "listeners", None)
     if not listeners or not all(
-        type(each).__name__ == "TCPSocketListener" and type(each).__module__ == ANYIO_ASYNCIO
+        type(each).__name__ == "TCPSocketListener" and type(each).__module__ == module
         for each in listeners
     ):
         return None

@@ -41,10 +41,12 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from ._internals import (
+    ANYIO_ASYNCIO,
+    ANYIO_TRIO,
     RAW_SOCKET,
     adoptable_asyncio_stream,
-    asyncio_listening_sockets,
     is_open_trio_stream,
+    listening_sockets,
     set_read_size,
 )
 
@@ -117,13 +119,17 @@ async def serve_listener(
     `AsyncioSocketStream` in the task that serves it: anyio's accept loop
     takes a cancel scope, its own stream and protocol per connection, and
     makes each transport before it accepts the next connection."""
-    sockets = asyncio_listening_sockets(listener)
+    wrap: Callable[[socket.socket], anyio.abc.ByteStream | socket.socket] | None = None
+    sockets = listening_sockets(listener, ANYIO_ASYNCIO)
+    if sockets is None:
+        sockets = listening_sockets(listener, ANYIO_TRIO)
+        wrap = TrioSocketStream  # made at once: it needs no await
     if sockets is None:
         await listener.serve(handler, task_group)
         return
     async with anyio.create_task_group() as tg:
         for sock in sockets:
-            tg.start_soon(_accept_asyncio, sock, handler, task_group)
+            tg.start_soon(_accept, sock, handler, task_group, wrap)
 
 
 async def open_accepted(accepted: anyio.abc.ByteStream | socket.socket) -> anyio.abc.ByteStream:
@@ -140,13 +146,16 @@ async def open_accepted(accepted: anyio.abc.ByteStream | socket.socket) -> anyio
         raise
 
 
-async def _accept_asyncio(
+async def _accept(
     sock: socket.socket,
     handler: Callable[[anyio.abc.ByteStream | socket.socket], Coroutine[Any, Any, None]],
     task_group: anyio.abc.TaskGroup,
+    wrap: Callable[[socket.socket], anyio.abc.ByteStream | socket.socket] | None,
 ) -> None:
     accepted = 0
     while True:
+        # Cancelled (the server closing): accept nothing more, leave it in the backlog.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             client, _ = sock.accept()
         except BlockingIOError:
@@ -160,7 +169,17 @@ async def _accept_asyncio(
             logger.error("accept() failed, retrying in %s s: %s", _ACCEPT_RETRY, exc)
             await anyio.sleep(_ACCEPT_RETRY)
             continue
-        task_group.start_soon(handler, client)
+        if wrap is None:
+            task_group.start_soon(handler, client)
+        else:
+            try:
+                client.setblocking(False)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                stream = wrap(client)
+            except OSError:  # gone already
+                client.close()
+                continue
+            task_group.start_soon(handler, stream)
         accepted += 1
         if accepted == _ACCEPT_BURST:  # a flood of connections must not starve the rest
             accepted = 0
@@ -481,21 +500,27 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
 
 
 class TrioSocketStream(anyio.abc.SocketStream):
-    """An anyio `SocketStream` over the socket of anyio's trio stream `inner`
-    (see the module doc); closing it closes `inner`."""
+    """An anyio `SocketStream` over `inner`, a connected non-blocking TCP
+    socket, or the socket of anyio's trio stream `inner` (see the module doc),
+    which closing it then closes."""
 
     #: Seconds one `send` may wait for the socket to take bytes, then
     #: TimeoutError (None: no bound). A send that does not wait costs nothing.
     send_timeout: float | None = None
 
-    def __init__(self, inner: anyio.abc.SocketStream) -> None:
+    def __init__(self, inner: anyio.abc.SocketStream | socket.socket) -> None:
         import trio
 
-        self._inner = inner
-        # anyio's `_raw_socket` (see _internals): `extra` would build its whole table.
-        sock = getattr(inner, RAW_SOCKET, None)
-        if not isinstance(sock, socket.socket):
-            sock = inner.extra(anyio.abc.SocketAttribute.raw_socket)
+        if isinstance(inner, socket.socket):
+            self._inner: anyio.abc.SocketStream | None = None
+            sock = inner
+        else:
+            self._inner = inner
+            # anyio's `_raw_socket` (see _internals): `extra` would build its whole table.
+            raw = getattr(inner, RAW_SOCKET, None)
+            sock = raw if isinstance(raw, socket.socket) else inner.extra(
+                anyio.abc.SocketAttribute.raw_socket
+            )
         self._sock: socket.socket = sock
         self._wait_readable = trio.lowlevel.wait_readable
         self._wait_writable = trio.lowlevel.wait_writable
@@ -608,8 +633,23 @@ class TrioSocketStream(anyio.abc.SocketStream):
         return anyio.BrokenResourceError()
 
     async def send_eof(self) -> None:
-        await self._inner.send_eof()
+        if self._inner is not None:
+            await self._inner.send_eof()
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        await self._checkpoint()
 
     async def aclose(self) -> None:
         self._closed = True
-        await self._inner.aclose()  # trio wakes any task waiting on the socket
+        if self._inner is not None:
+            await self._inner.aclose()  # trio wakes any task waiting on the socket
+            return
+        if self._sock.fileno() >= 0:
+            import trio
+
+            trio.lowlevel.notify_closing(self._sock)  # a task waiting on it is told
+            self._sock.close()
+        await self._checkpoint()

@@ -64,6 +64,8 @@ def test_bench_smoke_feeds_our_server_from_the_raw_driver(tmp_path: Path) -> Non
     assert "ocpp_rpc trio" in names
     for name in names:
         for measurement in ("fanin hb", "fanin mv", "seq 100", "answer", "conns"):
+            if measurement == "answer" and name.endswith("(floor)"):
+                continue  # a floor makes no calls of its own
             sample = samples[measurement][name][0]
             assert sample["rate"] > 0 and sample["cpu_us"] >= 0, (measurement, name, sample)
         assert samples["conns"][name][0]["opened"] == 20

@@ -253,6 +253,40 @@ async def test_trio_a_receive_waiting_when_the_stream_is_closed_is_told_so() -> 
         assert len(failed) == 1
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_stream_over_a_bare_socket_reads_writes_ends_and_closes() -> None:
+    """The server's accept loop puts an accepted socket straight on a
+    TrioSocketStream (no anyio stream under it)."""
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    fast = TrioSocketStream(left)
+    with anyio.fail_after(5):
+        right.sendall(b"hello")
+        assert await fast.receive() == b"hello"
+        await fast.send(b"back")
+        assert right.recv(10) == b"back"
+        await fast.send_eof()
+        assert right.recv(10) == b""  # our EOF
+        failed: list[BaseException] = []
+
+        async def reader() -> None:
+            try:
+                await fast.receive()
+            except anyio.ClosedResourceError as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.sleep(0.05)
+            await fast.aclose()
+        assert len(failed) == 1
+        assert left.fileno() == -1
+        await fast.aclose()  # again: nothing
+        with pytest.raises(anyio.ClosedResourceError):
+            await fast.send(b"late")
+    right.close()
+
+
 @pytest.mark.parametrize("timeout", [0.2, None])
 async def test_send_timeout_bounds_only_a_send_that_waits(timeout: float | None) -> None:
     async with tcp_pair() as (_client, server):
