@@ -56,8 +56,8 @@ _READ_SIZE = 64 * 1024  # asyncio: bytes per read (under glibc's mmap threshold)
 _WRITE_HIGH_WATER = 64 * 1024  # bytes the transport may buffer before send() waits
 _FLUSH_TIMEOUT = 2.0  # aclose() with unsent data: bound on flushing it
 _YIELD_EVERY = 16  # trio: receives in a row that found data waiting, then a checkpoint
-_ACCEPT_BURST = 64  # asyncio: connections accepted in a row, then the accept loop yields
-_ACCEPT_RETRY = 0.1  # asyncio: seconds before accepting again when out of descriptors/memory
+_ACCEPT_BURST = 64  # connections accepted in a row, then our accept loop yields
+_ACCEPT_RETRY = 0.1  # seconds before accepting again when out of descriptors or memory
 # accept() errors of one connection (it went away already): go on with the next.
 _ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 
@@ -114,11 +114,12 @@ async def serve_listener(
     task_group: anyio.abc.TaskGroup,
 ) -> None:
     """`listener.serve(handler, task_group)`, where `handler` gets what
-    `open_accepted` turns into the connection's stream. On asyncio and uvloop
-    that is the accepted socket itself, which then goes straight onto an
-    `AsyncioSocketStream` in the task that serves it: anyio's accept loop
-    takes a cancel scope, its own stream and protocol per connection, and
-    makes each transport before it accepts the next connection."""
+    `open_accepted` turns into the connection's stream, for an anyio TCP
+    listener by our own accept loop: on asyncio and uvloop the accepted socket
+    itself, which then goes straight onto an `AsyncioSocketStream` in the
+    task that serves it; on trio a `TrioSocketStream` over the bare socket.
+    anyio's accept loop takes a cancel scope, its own stream (and on asyncio
+    a protocol) per connection, and makes each before it accepts the next."""
     wrap: Callable[[socket.socket], anyio.abc.ByteStream | socket.socket] | None = None
     sockets = listening_sockets(listener, ANYIO_ASYNCIO)
     if sockets is None:
