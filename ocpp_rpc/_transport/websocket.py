@@ -155,6 +155,9 @@ class WebSocket:
         # Our asyncio TCP stream when nothing is layered on it: received bytes
         # can then be handed to a sink as they arrive (`set_sink`).
         self._inline = self.stream if isinstance(self.stream, AsyncioSocketStream) else None
+        # Our Trio TCP stream when nothing is layered on it: the task in
+        # `receive` hands the messages of each read to the sink itself.
+        self._flat = self._inline is None and isinstance(self.stream, TrioSocketStream)
         self._sink: Callable[[str | bytes], bool] | None = None
         self._sink_task: asyncio.Task[Any] | None = None  # the task the sink runs as
         self._sink_context: contextvars.Context | None = None  # ... and in this context
@@ -206,9 +209,13 @@ class WebSocket:
         an event-loop callback, as that task (its current task and a copy of
         its context), and returns True if it dealt with the message, False if
         `receive` is to return it after all (and everything after it, in
-        order). Only our plain-TCP asyncio stream has callbacks to do this
-        from; on any other stream nothing changes."""
+        order). On our plain-TCP Trio stream, the task in `receive` itself
+        runs the sink on the messages of each read, in its own context, and
+        writes what it sent in one write before it reads again. On any other
+        stream nothing changes."""
         if self._inline is None:
+            if self._flat:
+                self._sink = sink
             return
         self._sink = sink
         if sink is None:
@@ -349,6 +356,21 @@ class WebSocket:
                     self._splitter.discard(data)
                 else:
                     items = self._splitter.feed(data)
+                    sink = self._sink
+                    if (
+                        sink is not None
+                        and self._flat  # see set_sink
+                        and type(items) is list
+                        and not self._draining  # close() reads on until the peer's Close
+                    ):
+                        # What the sink sends goes out in one write before the next read.
+                        self._cork = []
+                        for i, item in enumerate(items):
+                            if (type(item) is str or type(item) is bytes) and sink(item):
+                                continue
+                            self._events = iter(items[i:])
+                            break
+                        continue
                     if type(items) is list and len(items) > 1:
                         # Several messages in one read (a peer with calls in
                         # flight): their answers go out in one write, not one
@@ -438,18 +460,15 @@ class WebSocket:
         """Send one message if that needs no waiting (our asyncio stream, no
         other write under way, room in the transport); False, sending
         nothing, otherwise: then `send` it."""
-        stream = self._inline
-        if (
-            stream is None
-            or (self._lock is not None and self._lock.locked())
-            or self._failing
-            or self._splitter.state is not _OPEN
-        ):
+        if self._failing or self._splitter.state is not _OPEN:
             return False
         cork = self._cork
-        if cork is not None:
+        if cork is not None:  # written after what is being written now, in order
             cork.append(message)
             return True
+        stream = self._inline
+        if stream is None or (self._lock is not None and self._lock.locked()):
+            return False
         batch = self._batch
         if batch is not None:  # in the sink: written together when it returns
             if not batch and not stream.writable():

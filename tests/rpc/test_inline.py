@@ -1,5 +1,6 @@
-"""Messages dealt with as they arrive (on asyncio, by the stream's callback
-rather than by the reader task; see `Connection._take_now`): to a handler
+"""Messages dealt with as they arrive, by the transport's sink (on asyncio in
+the stream's callback, on trio in the WebSocket's own read loop) rather than
+one at a time by the reader task (see `Connection._take_now`): to a handler
 and to the peer this must look exactly like the reader's way, on both
 backends. Real sockets, a raw peer."""
 
@@ -129,7 +130,7 @@ async def test_a_burst_bigger_than_a_read_with_a_frame_for_the_reader_early_on(
     assert ids == expected
 
 
-# -- the same script over ws:// (the sink, on asyncio) and wss:// (the reader) -----------
+# -- the same script over ws:// (the sink) and wss:// (the reader) -----------------------
 
 
 @asynccontextmanager
@@ -385,7 +386,7 @@ def callers(events: list[Any]) -> list[str]:
 async def test_the_sink_and_the_reader_give_the_same_wire_and_events() -> None:
     """Everything the peer gets, every event the server's client emits and
     everything handlers see are the same whether the messages go through
-    the sink (ws://, asyncio) or the reader task (wss://)."""
+    the sink (ws://) or the reader task (wss://)."""
     done = ("s1", "l1", "release")
     inline = await play(False, mixed, outbound=3, before_close=done, call_concurrency=3)
     reader = await play(True, mixed, outbound=3, before_close=done, call_concurrency=3)

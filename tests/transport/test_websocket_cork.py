@@ -119,3 +119,47 @@ async def test_a_send_from_another_task_while_corked_keeps_its_place(anyio_backe
             with anyio.move_on_after(0.2):
                 await ws.receive()
             assert await texts(client, 3) == ["re 1", "from another task", "re 2"]
+
+
+@EVERY_LOOP
+async def test_a_sink_takes_each_read_as_the_receiving_task_until_it_leaves_one(
+    anyio_backend: Any,
+) -> None:
+    """On plain TCP the sink takes the messages of each read as they come
+    (asyncio: in the stream's callback; trio: in the task in `receive`
+    itself), as the task in `receive`. A message it leaves, and all after
+    it, `receive` returns in order, and every answer keeps its place."""
+    taken: list[tuple[str | bytes, int]] = []
+    returned: list[str | bytes] = []
+    reader_id: list[int] = []
+
+    def sink(message: str | bytes) -> bool:
+        taken.append((message, anyio.get_current_task().id))
+        if message == "stop":
+            return False
+        assert ws.send_nowait(f"re {message!s}")
+        return True
+
+    async def reader() -> None:  # the sink runs as the task that set it
+        reader_id.append(anyio.get_current_task().id)
+        ws.set_sink(sink)
+        while True:
+            message = await ws.receive()
+            returned.append(message)
+            await ws.send(f"re {message!s}")
+
+    with anyio.fail_after(5):
+        async with server_and_client() as (ws, client), anyio.create_task_group() as tg:
+            writes = count_writes(ws)
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()  # the reader waits for bytes
+            await client.send(*(frame(TEXT, m) for m in (b"m0", b"m1", b"stop", b"m3")))
+            assert await texts(client, 4) == ["re m0", "re m1", "re stop", "re m3"]
+            await client.send(frame(TEXT, b"last"))
+            assert await texts(client, 1) == ["re last"]
+            tg.cancel_scope.cancel()
+    assert taken == [("m0", reader_id[0]), ("m1", reader_id[0]), ("stop", reader_id[0]),
+                     ("last", reader_id[0])]
+    assert returned == ["stop", "m3"]  # after a message left, the rest is returned
+    if anyio_backend == "trio":  # the first read's four answers went out in one write
+        assert writes == [sum(2 + len(f"re {m}") for m in ("m0", "m1", "stop", "m3")), 9]
