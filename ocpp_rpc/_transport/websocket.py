@@ -363,13 +363,7 @@ class WebSocket:
                         and type(items) is list
                         and not self._draining  # close() reads on until the peer's Close
                     ):
-                        # What the sink sends goes out in one write before the next read.
-                        self._cork = []
-                        for i, item in enumerate(items):
-                            if (type(item) is str or type(item) is bytes) and sink(item):
-                                continue
-                            self._events = iter(items[i:])
-                            break
+                        await self._run_sink(sink, items)
                         continue
                     if type(items) is list and len(items) > 1:
                         # Several messages in one read (a peer with calls in
@@ -378,6 +372,27 @@ class WebSocket:
                         self._cork = []
                     self._events = iter(items)
         raise self._closed_error()
+
+    async def _run_sink(
+        self, sink: Callable[[str | bytes], bool], items: list[str | bytes | Event]
+    ) -> None:
+        """Our Trio stream (see `set_sink`): give the messages of one read to
+        the sink, here in the task in `receive`. What it sends is corked, and
+        written every `_CORK_LIMIT` frames and before the next read. A message
+        it leaves, and all after it, go to `_events`."""
+        self._cork = []
+        for i, item in enumerate(items):
+            if (type(item) is str or type(item) is bytes) and sink(item):
+                cork = self._cork
+                if cork is not None and len(cork) >= _CORK_LIMIT:
+                    await self._uncork()
+                    if self.close_code is not None or self._failing:
+                        self._events = iter(items[i + 1 :])  # `_receive` ends it
+                        return
+                    self._cork = []
+                continue
+            self._events = iter(items[i:])
+            return
 
     async def _uncork(self) -> None:
         """Write what was corked (see `_receive`), from the task in `receive`."""
@@ -457,8 +472,9 @@ class WebSocket:
                 await self.stream.send(data)
 
     def send_nowait(self, message: str | bytes) -> bool:
-        """Send one message if that needs no waiting (our asyncio stream, no
-        other write under way, room in the transport); False, sending
+        """Send one message if that needs no waiting: into the cork or the
+        sink's batch while one is open, else on our asyncio stream with no
+        other write under way and room in the transport; False, sending
         nothing, otherwise: then `send` it."""
         if self._failing or self._splitter.state is not _OPEN:
             return False
@@ -471,6 +487,9 @@ class WebSocket:
             return False
         batch = self._batch
         if batch is not None:  # in the sink: written together when it returns
+            if len(batch) >= _CORK_LIMIT:  # a long read: written every so many frames
+                stream.write_now(encode(batch, mask=self._splitter.client))
+                batch.clear()
             if not batch and not stream.writable():
                 return False
             batch.append(message)

@@ -26,6 +26,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto import events as ev
 
 from ocpp_rpc import NOREPLY, Call, RPCSecurityError, ServerClient
+from ocpp_rpc._transport import websocket
 from ocpp_rpc._transport.streams import AsyncioSocketStream, adopt_socket_stream
 
 pytestmark = pytest.mark.anyio
@@ -83,6 +84,29 @@ async def test_sync_handlers_run_as_a_task_of_the_connection() -> None:
     assert replies == [[3, str(n), {}] for n in range(3)]
     assert len(seen) == 3
     assert all(name and person == "the test" and not called for name, person, called in seen)
+
+
+async def test_the_answers_to_one_long_read_go_out_cork_limit_frames_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of many calls: their answers are written every so many frames
+    (each write with its own write timeout), never all in one buffer."""
+    batches: list[int] = []
+    encode = websocket.encode
+
+    def counting(messages: Any, *, mask: bool) -> bytes:
+        batches.append(len(messages))
+        return encode(messages, mask=mask)
+
+    monkeypatch.setattr(websocket, "encode", counting)
+    n = 1000
+    async with serving(protocols=["ocpp1.6"]) as (server, url):
+        server.handle("Heartbeat", lambda call: {"currentTime": "x" * 100})
+        async with raw_client(f"{url}/CP1", ["ocpp1.6"]) as peer:
+            await burst(peer, [[2, str(i), "Heartbeat", {}] for i in range(n)])
+            replies = [await peer.receive_json() for _ in range(n)]
+    assert [r[1] for r in replies] == [str(i) for i in range(n)]
+    assert max(batches) <= websocket._CORK_LIMIT, batches
 
 
 async def test_answers_keep_their_order_when_the_peer_stops_reading() -> None:
