@@ -127,7 +127,9 @@ class Connection:
         self._keepalive = KeepAlive(
             transport, observers, timers, writer=self._writer, on_timeout=end
         )
-        self._deadlines: TimerHeap[str] = TimerHeap(self.exchange.pending, self._expire_call)
+        # Made by the first outbound call with a timeout: a connection that
+        # only answers never needs it (and the collector never walks it).
+        self._deadlines: TimerHeap[str] | None = None
         self._task_group: TaskGroup | None = None
         # Our own WebSocket takes sink and immediate writes (`_take_now`).
         self._inline = transport if type(transport) is WebSocket else None
@@ -622,15 +624,18 @@ class Connection:
 
     def _expire_at(self, deadline: float, message_id: str) -> None:
         """Have the call `message_id` fail with TimeoutError at `deadline`."""
-        if self._deadlines.push(deadline, message_id):  # its task must be started
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = TimerHeap(self.exchange.pending, self._expire_call)
+        if deadlines.push(deadline, message_id):  # its task must be started
             started = False
             if self._task_group is not None:
                 try:
-                    self._task_group.start_soon(self._deadlines.run)
+                    self._task_group.start_soon(deadlines.run)
                     started = True
                 except RuntimeError:  # the task group is done: the connection is ending
                     pass
-            self._deadlines.started(started)
+            deadlines.started(started)
             if not started:
                 self._fail_pending(ConnectionClosed(*(self.closed or self.closing or (1006, ""))))
 
