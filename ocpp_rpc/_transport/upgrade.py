@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import h11
-from wsproto.utilities import generate_accept_token, generate_nonce
+from wsproto.utilities import generate_nonce
 
-from .._wire.handshake import Headers, header_block_items
+from .._wire.handshake import Headers, header_block_items, headers_from_block
 from ..transport import WebSocketClosed
 from .streams import connect_tcp
 
@@ -178,7 +178,7 @@ async def read_upgrade_request(
         received, http_version, has_body = len(data), b"1.1", False
         # The connection keeps the block; the items are only for the checks below.
         headers = header_block_items(block)
-        header_map = Headers._from_block(block)
+        header_map = headers_from_block(block)
     else:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         conn.receive_data(data)
@@ -278,7 +278,7 @@ def _simple_head(data: bytes) -> tuple[str, bytes, bytes, bytes] | None:
     """(method, target, header block, bytes after the head) of a request head
     that is whole in `data` and plain: ASCII, one line per header (no
     folding), one Host and no body headers; the block is its header lines
-    (as `Headers._from_block` takes them). None for anything else, which h11
+    (as `headers_from_block` takes them). None for anything else, which h11
     then reads: this accepts only what h11 accepts, and reads it as h11 does."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
@@ -327,10 +327,15 @@ _ACCEPT_HEAD = (
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 
 
+def accept_token(key: str) -> bytes:
+    """The Sec-WebSocket-Accept value for Sec-WebSocket-Key `key` (RFC 6455 4.2.2)."""
+    digest = hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()
+    return binascii.b2a_base64(digest, newline=False)
+
+
 def accept_response(key: str, subprotocol: str | None, extra_headers: _Headers = ()) -> bytes:
     """The ``101 Switching Protocols`` answering Sec-WebSocket-Key `key`."""
-    digest = hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()
-    response = _ACCEPT_HEAD + binascii.b2a_base64(digest, newline=False)
+    response = _ACCEPT_HEAD + accept_token(key)
     if subprotocol is not None:
         extra_headers = [("Sec-WebSocket-Protocol", subprotocol), *extra_headers]
     if extra_headers:
@@ -464,7 +469,7 @@ def check_response(
     if "upgrade" not in [t.lower() for t in _tokens(headers, "connection")]:
         raise HandshakeError("101 response without 'Connection: Upgrade'")
     # 4.1 (4): one Sec-WebSocket-Accept (4.3: never repeated), for our key.
-    accept = generate_accept_token(key.encode("ascii")).decode("ascii")
+    accept = accept_token(key).decode("ascii")
     if [v for k, v in headers if k == "sec-websocket-accept"] != [accept]:
         raise HandshakeError("101 response with a missing or wrong Sec-WebSocket-Accept")
     # 4.1 (5): only extensions we offered, and we offer none.

@@ -34,16 +34,6 @@ class Headers(Mapping[str, str]):
         self._items = tuple(items)
         self._map = None
 
-    @classmethod
-    def _from_block(cls, block: bytes) -> Headers:
-        """Headers of a raw header block: ``name:value`` lines joined by CRLF,
-        each a token name and a visible-ASCII value (OWS around it allowed),
-        as the server's request reader has already checked."""
-        headers = cls.__new__(cls)
-        headers._items = block
-        headers._map = None
-        return headers
-
     def raw_items(self) -> tuple[tuple[str, str], ...]:
         """Every header line as received (lower-cased names), repeats included."""
         items = self._items
@@ -90,8 +80,18 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._merged()!r})"
 
 
+def headers_from_block(block: bytes) -> Headers:
+    """Headers of a raw header block: ``name:value`` lines joined by CRLF, each
+    a token name and a visible-ASCII value (OWS around it allowed), as the
+    server's request reader has already checked. Split on the first look-up."""
+    headers = Headers.__new__(Headers)
+    headers._items = block
+    headers._map = None
+    return headers
+
+
 def header_block_items(block: bytes) -> tuple[tuple[str, str], ...]:
-    """The (lower-cased name, value) items of a header block `Headers._from_block` takes."""
+    """The (lower-cased name, value) items of a header block `headers_from_block` takes."""
     if not block:
         return ()
     items = []

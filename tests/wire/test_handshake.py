@@ -15,6 +15,7 @@ from ocpp_rpc._wire.handshake import (
     _decode_identity,
     decode_identity,
     header_block_items,
+    headers_from_block,
     make_handshake,
 )
 
@@ -65,7 +66,7 @@ def test_a_header_block_reads_as_its_items(items: list[tuple[str, str]], spaces:
     block = "\r\n".join(lines).encode("ascii")
     lowered = tuple((name.lower(), value) for name, value in items)
     assert header_block_items(block) == lowered
-    headers = Headers._from_block(block)
+    headers = headers_from_block(block)
     check_reads_as(headers, items)
     assert headers.raw_items() == lowered
     assert headers == Headers(items)
@@ -74,7 +75,7 @@ def test_a_header_block_reads_as_its_items(items: list[tuple[str, str]], spaces:
 def test_a_handshake_keeps_the_block_and_builds_no_map() -> None:
     password = base64.b64encode(b"CP1:pw").decode()
     block = f"Host: h\r\nAuthorization: Basic {password}\r\nX-A: 1".encode()
-    headers = Headers._from_block(block)
+    headers = headers_from_block(block)
     handshake = make_handshake(
         path="/ocpp/CP1", query_string="", headers=headers, protocols=["ocpp1.6"],
         remote_address=None,
