@@ -9,7 +9,6 @@ while in flight; without one (a client) a pinger task sleeps between pings.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -33,8 +32,8 @@ class KeepAlive:
     makes it drop the transport.
     """
 
-    __slots__ = ("_events", "_on_timeout", "_scope", "_task_group", "_timer", "_timers",
-                 "_transport", "_writer", "last_activity")
+    __slots__ = ("_events", "_interval", "_on_timeout", "_scope", "_task_group", "_timer",
+                 "_timers", "_transport", "_writer", "last_activity")
 
     def __init__(
         self,
@@ -53,6 +52,7 @@ class KeepAlive:
         self._task_group: TaskGroup | None = None  # set while the connection runs
         self._scope: anyio.CancelScope | None = None  # the pinger task, or a ping in flight
         self._timer: Timer | None = None  # the next ping, in the shared TimerService
+        self._interval = math.inf  # of the pings the TimerService times (see _due)
         self.last_activity = 0.0
 
     def start(self, task_group: TaskGroup, interval: float | None) -> None:
@@ -97,14 +97,15 @@ class KeepAlive:
 
     def _schedule(self, interval: float) -> None:
         assert self._timers is not None
-        self._timer = self._timers.schedule(
-            self.last_activity + interval, functools.partial(self._due, interval)
-        )
+        # The interval waits here, not in a partial: one object less per connection.
+        self._interval = interval
+        self._timer = self._timers.schedule(self.last_activity + interval, self._due)
 
-    def _due(self, interval: float) -> None:
+    def _due(self) -> None:
         """The TimerService says it is time: ping in a task of its own, unless
         activity (defer_pings_on_activity) moved the ping later."""
         self._timer = None
+        interval = self._interval
         if self._task_group is None:
             return
         self._writer.retire_if_idle()

@@ -401,13 +401,19 @@ class RPCServer:
                 stream = await open_accepted(accepted)
             except OSError:  # gone before it was ours
                 return
-            async with stream:
+            # No `async with` and no tuple held while the connection runs: each
+            # is one more object per idle connection for the collector to walk.
+            try:
                 admitted = await self._upgrade_stream(stream, ssl_context)
                 if admitted is not None:
+                    client, transport = admitted
+                    admitted = None
                     try:
-                        await self._run_client(*admitted)
+                        await self._run_client(client, transport)
                     finally:
                         self._connection_count -= 1
+            finally:
+                await stream.aclose()
         except Exception:  # one bad connection must never take the server down
             logger.exception("error while serving a connection")
 
