@@ -15,7 +15,10 @@ anyio's TLS) onto one of these classes:
 - `TrioSocketStream`: non-blocking `recv`/`send` on the socket first, waiting
   for readiness only when they would block, and a checkpoint every
   `_YIELD_EVERY` immediate receives so that a peer that never pauses cannot
-  starve other tasks.
+  starve other tasks. After a read that emptied the kernel's buffer it waits
+  before the next `recv` (libuv does the same), which spares a call that would
+  fail with EAGAIN on every message of a peer that waits for its answers;
+  `send_now` writes without a coroutine what the socket takes at once.
 
 Every other stream (Unix sockets, in-memory streams, wrappers) is used as it is.
 What this needs of anyio's and asyncio's private names is in `_internals`.
@@ -532,6 +535,8 @@ class TrioSocketStream(anyio.abc.SocketStream):
         self._receiving = self._sending = False  # anyio's guards: one task each way
         self._unsent = 0  # bytes of the current send not yet taken by the socket
         self._immediate = 0  # receives in a row that did not wait
+        self._drained = False  # the last recv was short: the kernel had no more
+        self._partial = False  # send_now sent part of a buffer: send() sends the rest
 
     @property
     def _raw_socket(self) -> socket.socket:  # anyio's abstract property (see _internals)
@@ -562,7 +567,19 @@ class TrioSocketStream(anyio.abc.SocketStream):
 
     async def _receive(self, max_bytes: int) -> bytes:
         sock = self._sock
-        if self._immediate >= _YIELD_EVERY:
+        if self._drained:
+            # A recv now would most likely fail with EAGAIN. Waiting is also a
+            # checkpoint; bytes that came in meanwhile end it at once.
+            self._drained = False
+            self._immediate = 0
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if sock.fileno() >= 0:  # else (closed under us) the recv below says so
+                try:
+                    await self._wait_readable(sock)
+                except self._trio_closed:
+                    raise anyio.ClosedResourceError from None
+        elif self._immediate >= _YIELD_EVERY:
             # Before the recv: a cancellation here loses no bytes.
             self._immediate = 0
             await self._checkpoint()
@@ -582,9 +599,26 @@ class TrioSocketStream(anyio.abc.SocketStream):
                 raise self._error(exc) from exc
             break
         self._immediate += 1
+        self._drained = len(data) < max_bytes
         if not data:
             raise anyio.EndOfStream
         return data
+
+    def send_now(self, item: bytes) -> int:
+        """Give the socket what it takes of `item` without waiting, and return
+        how many bytes that was (0 also while a `send` is under way, after one
+        broke off, or while the rest of an earlier item is due). The rest must
+        go next, by `send`: until it has, the byte stream is cut mid-item."""
+        if self._sending or self._broken or self._closed or self._partial:
+            return 0
+        try:
+            sent = self._sock.send(item)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._error(exc) from exc
+        self._partial = 0 < sent < len(item)
+        return sent
 
     async def send(self, item: bytes) -> None:
         if self._sending:
@@ -596,13 +630,15 @@ class TrioSocketStream(anyio.abc.SocketStream):
         try:
             await self._send(view)
         except BaseException:
-            # Cancelled (or timed out) after part of `item` went out: what follows
-            # would land mid-frame, so nothing may follow.
-            if 0 < len(view) - self._unsent < len(view):
+            # Cancelled (or timed out) after part of `item`, or of the item that
+            # `send_now` began, went out: what follows would land mid-frame, so
+            # nothing may follow.
+            if self._unsent and (self._partial or self._unsent < len(view)):
                 self._broken = True
             raise
         finally:
             self._sending = False
+            self._partial = False
 
     async def _send(self, view: memoryview) -> None:
         sock = self._sock

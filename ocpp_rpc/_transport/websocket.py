@@ -399,11 +399,28 @@ class WebSocket:
         cork, self._cork = self._cork, None
         if not cork:
             return
-        async with self._write_lock:
+        data = None
+        if self._flat and (self._lock is None or not self._lock.locked()):
+            # Nothing else is writing: what the socket takes at once needs no
+            # lock and no coroutine, and most of the time that is all of it.
             if self._splitter.state is not _OPEN or self._failing:
-                return  # nothing more goes out: as if sent into a connection that ended
+                return
+            data = encode(cork, mask=self._splitter.client)
             try:
-                await self._write(encode(cork, mask=self._splitter.client))
+                sent = cast(TrioSocketStream, self.stream).send_now(data)
+            except _STREAM_ERRORS:
+                await self._finish(*self._end_state())
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]  # it goes next: the lock is free and we did not yield
+        async with self._write_lock:
+            if data is None:
+                if self._splitter.state is not _OPEN or self._failing:
+                    return  # nothing more goes out: as if sent into a connection that ended
+                data = encode(cork, mask=self._splitter.client)
+            try:
+                await self._write(data)
                 return
             except TimeoutError:
                 pass

@@ -449,6 +449,133 @@ async def test_trio_two_tasks_sending_at_once_is_refused_like_anyio_does() -> No
             tg.cancel_scope.cancel()
 
 
+class CountingSocket(socket.socket):
+    """A socket that counts its `recv` calls that found nothing to read."""
+
+    empty = 0
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        try:
+            return super().recv(bufsize, flags)
+        except BlockingIOError:
+            self.empty += 1
+            raise
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_after_a_read_that_emptied_the_socket_the_next_receive_waits_first() -> None:
+    """A peer that waits for each answer costs no recv that fails with EAGAIN
+    per message; bytes that came while nobody read are still read at once,
+    and after a read that filled what was asked for, the recv comes first."""
+    left, right = socket.socketpair()
+    sock = CountingSocket(fileno=left.detach())
+    sock.setblocking(False)
+    fast = TrioSocketStream(sock)
+
+    async def receive_when_sent(data: bytes, max_bytes: int = 65536) -> bytes:
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            got.append(await fast.receive(max_bytes))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()  # the reader waits for bytes
+            right.sendall(data)
+        return got[0]
+
+    with anyio.fail_after(5):
+        right.sendall(b"one")
+        assert await fast.receive() == b"one"  # shorter than asked: the socket is empty
+        assert await receive_when_sent(b"two") == b"two"
+        assert sock.empty == 0
+        right.sendall(b"three")  # before the receive: its wait ends at once
+        assert await fast.receive() == b"three"
+        assert sock.empty == 0
+        right.sendall(b"abcd")
+        assert await fast.receive(2) == b"ab"  # all it asked for: there may be more
+        assert await fast.receive(2) == b"cd"
+        assert await receive_when_sent(b"z", 2) == b"z"
+        assert sock.empty == 1  # the recv after "cd" found nothing, then it waited
+    await fast.aclose()
+    right.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_a_socket_closed_under_the_stream_after_a_short_read_is_reported() -> None:
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    fast = TrioSocketStream(left)
+    right.send(b"x")
+    assert await fast.receive() == b"x"  # shorter than asked: the next receive waits first
+    left.close()  # by its owner, not by aclose()
+    with anyio.fail_after(1), pytest.raises(anyio.ClosedResourceError):
+        await fast.receive()
+    right.close()
+
+
+def small_buffers(left: socket.socket, right: socket.socket) -> None:
+    """Shrink the kernel's buffers between `left` (sending) and `right`."""
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    right.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_send_now_takes_what_the_socket_takes_and_send_sends_the_rest() -> None:
+    left, right = socket.socketpair()
+    small_buffers(left, right)
+    left.setblocking(False)
+    fast = TrioSocketStream(left)
+    big = bytes(range(256)) * 4096  # 1 MiB: far more than the buffers take
+    with anyio.fail_after(5):
+        assert fast.send_now(b"small") == 5
+        assert right.recv(10) == b"small"
+        sent = fast.send_now(big)
+        assert 0 < sent < len(big)
+        assert fast.send_now(b"other") == 0  # the rest of `big` is due first
+
+        def read_all() -> bytes:
+            got = bytearray()
+            while len(got) < len(big):
+                got += right.recv(65536)
+            return bytes(got)
+
+        async with anyio.create_task_group() as tg:
+            received: list[bytes] = []
+
+            async def reader() -> None:
+                received.append(await anyio.to_thread.run_sync(read_all))
+
+            tg.start_soon(reader)
+            await fast.send(big[sent:])
+        assert received == [big]  # what send_now took, then the rest
+        assert fast.send_now(b"next") == 4  # whole again
+        assert right.recv(10) == b"next"
+    await fast.aclose()
+    right.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_a_cancelled_send_of_what_send_now_left_breaks_the_stream() -> None:
+    """The rest was due mid-item: even if none of it went out, what follows
+    would land in the middle of that item."""
+    left, right = socket.socketpair()
+    small_buffers(left, right)
+    left.setblocking(False)
+    fast = TrioSocketStream(left)
+    big = b"x" * 1024 * 1024
+    sent = fast.send_now(big)
+    assert 0 < sent < len(big)
+    with anyio.move_on_after(0.1) as scope:
+        await fast.send(big[sent:])  # nobody reads: nothing more goes out
+    assert scope.cancelled_caught
+    with anyio.fail_after(1), pytest.raises(anyio.BrokenResourceError):
+        await fast.send(b"next frame")
+    assert fast.send_now(b"next frame") == 0
+    await fast.aclose()
+    right.close()
+
+
 # -- connect_tcp: anyio.connect_tcp without happy eyeballs for an IP address ------
 
 

@@ -4,13 +4,16 @@ them all before it reads again (the asyncio sink batches its own)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import SocketAttribute
 from test_websocket_control import TEXT, RawClient, frame, server_and_client
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
+from ocpp_rpc._transport.streams import TrioSocketStream
 from ocpp_rpc._transport.websocket import _CORK_LIMIT, WebSocket, WebSocketClosed
 
 pytestmark = pytest.mark.anyio
@@ -22,15 +25,27 @@ EVERY_LOOP = pytest.mark.parametrize(
 
 
 def count_writes(ws: WebSocket) -> list[int]:
-    """Sizes of the writes to `ws`'s stream, from now on."""
+    """Sizes of the writes to `ws`'s stream, from now on (a `send_now` that the
+    socket took whole, or a `send`)."""
     sizes: list[int] = []
-    send = ws.stream.send
+    stream = ws.stream
+    send = stream.send
 
     async def counting(data: bytes) -> None:
         sizes.append(len(data))
         await send(data)
 
-    ws.stream.send = counting  # type: ignore[method-assign]
+    stream.send = counting  # type: ignore[method-assign]
+    if isinstance(stream, TrioSocketStream):
+        send_now = stream.send_now
+
+        def counting_now(data: bytes) -> int:
+            sent = send_now(data)
+            if sent == len(data):
+                sizes.append(sent)
+            return sent
+
+        stream.send_now = counting_now  # type: ignore[method-assign]
     return sizes
 
 
@@ -163,3 +178,59 @@ async def test_a_sink_takes_each_read_as_the_receiving_task_until_it_leaves_one(
     assert returned == ["stop", "m3"]  # after a message left, the rest is returned
     if anyio_backend == "trio":  # the first read's four answers went out in one write
         assert writes == [sum(2 + len(f"re {m}") for m in ("m0", "m1", "stop", "m3")), 9]
+
+
+async def whole_texts(client: RawClient, n: int) -> list[str]:
+    """`n` text messages, each joined from the parts wsproto hands out."""
+    out: list[str] = []
+    part = ""
+    while len(out) < n:
+        event = await client.event()
+        assert isinstance(event, TextMessage), event
+        part += event.data
+        if event.message_finished:
+            out.append(part)
+            part = ""
+    return out
+
+
+@EVERY_LOOP
+async def test_answers_more_than_the_socket_takes_at_once_arrive_whole_and_in_order(
+    anyio_backend: Any,
+) -> None:
+    """On trio the first part of such a write goes out at once, without the
+    write lock, and the rest waits for the peer under the lock."""
+    n, filler = 40, "x" * 20_000  # 800 KB of answers to one read
+
+    def sink(message: str | bytes) -> bool:
+        assert ws.send_nowait(f"{message!s} {filler}")
+        return True
+
+    async def reader() -> None:
+        ws.set_sink(sink)
+        await ws.receive()  # the sink takes every message
+
+    with anyio.fail_after(10):
+        async with server_and_client() as (ws, client), anyio.create_task_group() as tg:
+            ws.stream.extra(SocketAttribute.raw_socket).setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            parts: list[tuple[int, int]] = []
+            stream = ws.stream
+            if isinstance(stream, TrioSocketStream):
+                send_now = stream.send_now
+
+                def recording(data: bytes) -> int:
+                    sent = send_now(data)
+                    parts.append((sent, len(data)))
+                    return sent
+
+                stream.send_now = recording  # type: ignore[method-assign]
+            tg.start_soon(reader)
+            await anyio.wait_all_tasks_blocked()
+            await client.send(*(frame(TEXT, b"%d" % i) for i in range(n)))
+            assert await whole_texts(client, n) == [f"{i} {filler}" for i in range(n)]
+            if anyio_backend == "trio":
+                assert len(parts) == 1 and 0 < parts[0][0] < parts[0][1], parts
+            await client.send(frame(TEXT, b"after"))
+            assert await whole_texts(client, 1) == [f"after {filler}"]
+            tg.cancel_scope.cancel()
