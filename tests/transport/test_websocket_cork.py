@@ -229,8 +229,8 @@ async def test_answers_more_than_the_socket_takes_at_once_arrive_whole_and_in_or
             await anyio.wait_all_tasks_blocked()
             await client.send(*(frame(TEXT, b"%d" % i) for i in range(n)))
             assert await whole_texts(client, n) == [f"{i} {filler}" for i in range(n)]
-            if anyio_backend == "trio":
-                assert len(parts) == 1 and 0 < parts[0][0] < parts[0][1], parts
+            if anyio_backend == "trio":  # the socket took part, the locked send the rest
+                assert any(0 < sent < size for sent, size in parts), parts
             await client.send(frame(TEXT, b"after"))
             assert await whole_texts(client, 1) == [f"after {filler}"]
             tg.cancel_scope.cancel()
