@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSStream
 
+from .._concurrency.pool import TaskPool
 from .._transport import websocket as _websocket
 from .._transport.asgi import ASGIApp
 from .._transport.close_codes import check_close_code
@@ -187,6 +188,7 @@ class RPCServer:
         self._clients: dict[str, ServerClient] = {}
         self._all_clients: set[ServerClient] = set()
         self._task_group: TaskGroup | None = None
+        self._connection_tasks: TaskPool | None = None
         self._listener_scopes: list[anyio.CancelScope] = []
         self._upgrade_scopes: set[anyio.CancelScope] = set()
         self._closing = False
@@ -277,6 +279,11 @@ class RPCServer:
             try:
                 async with anyio.create_task_group() as tg:
                     self._task_group = tg
+                    # Each connection's task: in the server's task group but without
+                    # anyio's handle per task (see TaskPool), and so outliving the
+                    # listener when close() stops it.
+                    self._connection_tasks = pool = TaskPool()
+                    await tg.start(pool.run)
                     keepalive = anyio.CancelScope()
                     tg.start_soon(self._run_keepalive, keepalive)
                     try:
@@ -287,8 +294,10 @@ class RPCServer:
                         with anyio.CancelScope(shield=True):
                             await self.close()
                         keepalive.cancel()
+                        pool.close()
             finally:
                 self._task_group = None
+                self._connection_tasks = None
                 self._link = None
         if body_error is not None:
             raise body_error
@@ -325,12 +334,10 @@ class RPCServer:
         self, listener: Any, ssl_context: ssl.SSLContext | None, scope: anyio.CancelScope
     ) -> None:
         handler = functools.partial(self._handle_stream, ssl_context=ssl_context)
-        assert self._task_group is not None
+        assert self._connection_tasks is not None
         with scope:
             async with listener:
-                # Connections run in the server's task group, so that they
-                # outlive the listener when close() stops it.
-                await serve_listener(listener, handler, self._task_group)
+                await serve_listener(listener, handler, self._connection_tasks)
 
     async def close(
         self,

@@ -34,8 +34,8 @@ import math
 import os
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -111,29 +111,40 @@ async def connect_tcp(
 logger = logging.getLogger("ocpp_rpc")
 
 
+class Spawner(Protocol):
+    """Where a connection's task starts: a task group, or a `TaskPool`."""
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None: ...
+
+
 async def serve_listener(
     listener: anyio.abc.Listener[anyio.abc.SocketStream],
     handler: Callable[[anyio.abc.ByteStream | socket.socket], Coroutine[Any, Any, None]],
-    task_group: anyio.abc.TaskGroup,
+    tasks: Spawner,
 ) -> None:
-    """`listener.serve(handler, task_group)`, where `handler` gets what
-    `open_accepted` turns into the connection's stream, for an anyio TCP
-    listener by our own accept loop: on asyncio and uvloop the accepted socket
-    itself, which then goes straight onto an `AsyncioSocketStream` in the
-    task that serves it; on trio a `TrioSocketStream` over the bare socket.
-    anyio's accept loop takes a cancel scope, its own stream (and on asyncio
-    a protocol) per connection, and makes each before it accepts the next."""
+    """`listener.serve(handler)` with each `handler` task started in `tasks`,
+    where `handler` gets what `open_accepted` turns into the connection's
+    stream, for an anyio TCP listener by our own accept loop: on asyncio and
+    uvloop the accepted socket itself, which then goes straight onto an
+    `AsyncioSocketStream` in the task that serves it; on trio a
+    `TrioSocketStream` over the bare socket. anyio's accept loop takes a
+    cancel scope, its own stream (and on asyncio a protocol) per connection,
+    and makes each before it accepts the next."""
     wrap: Callable[[socket.socket], anyio.abc.ByteStream | socket.socket] | None = None
     sockets = listening_sockets(listener, ANYIO_ASYNCIO)
     if sockets is None:
         sockets = listening_sockets(listener, ANYIO_TRIO)
         wrap = TrioSocketStream  # made at once: it needs no await
-    if sockets is None:
-        await listener.serve(handler, task_group)
+    if sockets is None:  # a listener we do not know: anyio's accept loop hands over
+
+        async def hand_over(stream: anyio.abc.SocketStream) -> None:
+            tasks.start_soon(handler, stream)
+
+        await listener.serve(hand_over)
         return
     async with anyio.create_task_group() as tg:
         for sock in sockets:
-            tg.start_soon(_accept, sock, handler, task_group, wrap)
+            tg.start_soon(_accept, sock, handler, tasks, wrap)
 
 
 async def open_accepted(accepted: anyio.abc.ByteStream | socket.socket) -> anyio.abc.ByteStream:
@@ -153,7 +164,7 @@ async def open_accepted(accepted: anyio.abc.ByteStream | socket.socket) -> anyio
 async def _accept(
     sock: socket.socket,
     handler: Callable[[anyio.abc.ByteStream | socket.socket], Coroutine[Any, Any, None]],
-    task_group: anyio.abc.TaskGroup,
+    tasks: Spawner,
     wrap: Callable[[socket.socket], anyio.abc.ByteStream | socket.socket] | None,
 ) -> None:
     accepted = 0
@@ -174,7 +185,7 @@ async def _accept(
             await anyio.sleep(_ACCEPT_RETRY)
             continue
         if wrap is None:
-            task_group.start_soon(handler, client)
+            tasks.start_soon(handler, client)
         else:
             try:
                 client.setblocking(False)
@@ -183,7 +194,7 @@ async def _accept(
             except OSError:  # gone already
                 client.close()
                 continue
-            task_group.start_soon(handler, stream)
+            tasks.start_soon(handler, stream)
         accepted += 1
         if accepted == _ACCEPT_BURST:  # a flood of connections must not starve the rest
             accepted = 0

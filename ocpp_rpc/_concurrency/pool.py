@@ -1,0 +1,146 @@
+"""`TaskPool`: a task group's semantics for the one task per connection of a
+server, at the cost of a bare task.
+
+Since anyio 4.14, `TaskGroup.start_soon` wraps every task in a `TaskHandle`
+with a cancel scope, an event and a coroutine of its own, which live as
+long as the task: for a connection's task, that is several more objects per
+idle connection for the collector to walk (figures: benchmarks/README.md).
+The pool starts the backend's own task instead:
+
+- trio: in a nursery of the pool's own, which is what anyio's task group
+  is on trio;
+- asyncio: with `loop.create_task`, each task in a cancel scope of its own,
+  which the pool cancels when its own task is cancelled (anyio's semantics:
+  shields hold, which a bare `Task.cancel()` would break).
+
+Either way the pool's own task (`run`) ends after every task it started, so
+the task group `run` is a task of waits for them all, and a task's error
+(anything but a cancellation) cancels the others and is raised by `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .events import _running_asyncio_loop
+
+
+class TaskPool:
+    """Tasks that `run`, itself a task of a task group, waits for.
+
+    Start `run` with `TaskGroup.start`; `start_soon` then starts tasks until
+    `close`, after which `run` returns once they have all ended. Cancelling
+    `run` cancels them all, and it returns when they have ended.
+    """
+
+    __slots__ = (
+        "_cancelled", "_closed", "_context", "_error", "_loop", "_nursery", "_on_done", "_scopes",
+        "_wake",
+    )
+
+    def __init__(self) -> None:
+        self._closed = False  # no more tasks
+        self._cancelled = False  # asyncio: every task is to be cancelled, late starters too
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._nursery: Any = None  # trio's, while `run` runs there
+        # asyncio: the tasks not ended yet, each with its cancel scope once it entered it.
+        self._scopes: dict[asyncio.Task[None], anyio.CancelScope | None] = {}
+        self._wake: Any = None  # the backend's event that `run` waits on
+        # asyncio: every task's done callback is this one bound method, run in this one
+        # context (by default each task would hold a copy of the starter's context).
+        self._on_done = self._done
+        self._context = contextvars.Context()
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start `func(*args)` in a task of the pool (as `TaskGroup.start_soon`)."""
+        if self._closed:
+            raise RuntimeError("this task pool is closed")
+        if self._nursery is not None:
+            self._nursery.start_soon(func, *args)
+        elif self._loop is not None:
+            task = self._loop.create_task(self._guard(func, args))
+            # setdefault: an eager task factory ran the guard already, which put its scope.
+            self._scopes.setdefault(task, None)
+            task.add_done_callback(self._on_done, context=self._context)
+        else:
+            raise RuntimeError("TaskPool.start_soon() needs TaskPool.run() started")
+
+    def close(self) -> None:
+        """Start no more tasks: `run` returns once those started have ended."""
+        self._closed = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The pool's own task: until `close` and the end of every task it started."""
+        if _running_asyncio_loop() is None:
+            import trio  # anyio's only other backend
+
+            self._wake = trio.Event()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    task_status.started()
+                    await self._wake.wait()
+            finally:
+                self._closed = True
+                self._nursery = None
+            return
+        self._loop = asyncio.get_running_loop()
+        task_status.started()
+        try:
+            await self._until(ended=False)
+        except BaseException:  # cancelled: so is every task, each ending before this one
+            self._closed = self._cancelled = True
+            self._cancel_all()
+            with anyio.CancelScope(shield=True):
+                await self._until(ended=True)
+            raise
+        finally:
+            self._closed = True
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    async def _until(self, ended: bool) -> None:
+        """Wait until every task has ended and (unless `ended`) the pool is closed."""
+        while self._scopes or not (ended or self._closed):
+            self._wake = asyncio.Event()
+            try:
+                await self._wake.wait()
+            finally:
+                self._wake = None
+
+    async def _guard(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        with anyio.CancelScope() as scope:
+            task = asyncio.current_task()
+            assert task is not None
+            self._scopes[task] = scope
+            if self._cancelled:
+                scope.cancel()
+            await func(*args)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        del self._scopes[task]
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None and self._error is None:  # as a task group: cancel the rest
+                self._error = error
+                self._closed = self._cancelled = True
+                self._cancel_all()
+        if self._wake is not None and self._closed and not self._scopes:
+            self._wake.set()
+
+    def _cancel_all(self) -> None:
+        for scope in self._scopes.values():
+            if scope is not None:
+                scope.cancel()
