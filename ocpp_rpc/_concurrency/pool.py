@@ -14,14 +14,17 @@ The pool starts the backend's own task instead:
   shields hold, which a bare `Task.cancel()` would break).
 
 Either way the pool's own task (`run`) ends after every task it started, so
-the task group `run` is a task of waits for them all, and a task's error
-(anything but a cancellation) cancels the others and is raised by `run`.
+the task group `run` is a task of waits for them all. As in that task group,
+a task's error cancels the other tasks and the group at once (given its
+cancel scope), later tasks start cancelled, and `run` raises the error,
+which the group then raises, grouped once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,24 +33,29 @@ import anyio.abc
 
 from .events import _running_asyncio_loop
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 
 class TaskPool:
     """Tasks that `run`, itself a task of a task group, waits for.
 
-    Start `run` with `TaskGroup.start`; `start_soon` then starts tasks until
-    `close`, after which `run` returns once they have all ended. Cancelling
-    `run` cancels them all, and it returns when they have ended.
+    Start `run` with `tg.start(pool.run, tg.cancel_scope)`; `start_soon` then
+    starts tasks until `close`, after which `run` returns once they have all
+    ended. Cancelling `run` cancels them all, and it returns when they have
+    ended.
     """
 
     __slots__ = (
-        "_cancelled", "_closed", "_context", "_error", "_loop", "_nursery", "_on_done", "_scopes",
-        "_wake",
+        "_cancelled", "_closed", "_context", "_errors", "_group", "_loop", "_nursery", "_on_done",
+        "_scopes", "_wake",
     )
 
     def __init__(self) -> None:
         self._closed = False  # no more tasks
         self._cancelled = False  # asyncio: every task is to be cancelled, late starters too
-        self._error: BaseException | None = None
+        self._errors: list[BaseException] = []  # asyncio: what tasks raised
+        self._group: anyio.CancelScope | None = None  # run's task group's: cancelled on an error
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: Any = None  # trio's, while `run` runs there
         # asyncio: the tasks not ended yet, each with its cancel scope once it entered it.
@@ -79,18 +87,36 @@ class TaskPool:
             self._wake.set()
 
     async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        group: anyio.CancelScope | None = None,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """The pool's own task: until `close` and the end of every task it started."""
+        """The pool's own task: until `close` and the end of every task it started.
+        `group`: the cancel scope of the task group `run` is a task of, which a
+        task's error cancels at once (as a task group's own task's error would)."""
+        self._group = group
         if _running_asyncio_loop() is None:
             import trio  # anyio's only other backend
 
             self._wake = trio.Event()
+            if self._closed:
+                self._wake.set()
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     task_status.started()
-                    await self._wake.wait()
+                    try:
+                        await self._wake.wait()
+                    except trio.Cancelled:
+                        if group is not None and nursery.cancel_scope.cancel_called:
+                            group.cancel()  # a task failed: the nursery cancelled itself
+                        raise
+            except BaseExceptionGroup as exc:  # the task group raising it groups it again
+                _, errors = exc.split(trio.Cancelled)  # the group is cancelled: it says so
+                if errors is not None and len(errors.exceptions) == 1:
+                    raise errors.exceptions[0] from None
+                raise
             finally:
                 self._closed = True
                 self._nursery = None
@@ -104,16 +130,23 @@ class TaskPool:
             self._cancel_all()
             with anyio.CancelScope(shield=True):
                 await self._until(ended=True)
+            if self._errors:  # a task's error, before or during the cancel
+                self._raise_errors()
             raise
         finally:
             self._closed = True
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        if self._errors:
+            self._raise_errors()
+
+    def _raise_errors(self) -> None:
+        errors, self._errors = self._errors, []
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise BaseExceptionGroup("errors in connection tasks", errors) from None
 
     async def _until(self, ended: bool) -> None:
         """Wait until every task has ended and (unless `ended`) the pool is closed."""
-        while self._scopes or not (ended or self._closed):
+        while self._scopes or not (ended or self._closed or self._errors):
             self._wake = asyncio.Event()
             try:
                 await self._wake.wait()
@@ -131,13 +164,17 @@ class TaskPool:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         del self._scopes[task]
-        if not task.cancelled():
-            error = task.exception()
-            if error is not None and self._error is None:  # as a task group: cancel the rest
-                self._error = error
-                self._closed = self._cancelled = True
-                self._cancel_all()
-        if self._wake is not None and self._closed and not self._scopes:
+        # As in anyio's task group, a task that raised, or that a bare `Task.cancel()`
+        # ended (its own scope absorbs anyio's cancellations), cancels all the rest.
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._errors.append(error)
+        if (error is not None or task.cancelled()) and not self._cancelled:
+            self._cancelled = True  # later tasks start cancelled, as in a task group
+            self._cancel_all()
+            if self._group is not None:
+                self._group.cancel()
+        if self._wake is not None and not self._scopes and (self._closed or self._errors):
             self._wake.set()
 
     def _cancel_all(self) -> None:

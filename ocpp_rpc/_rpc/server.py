@@ -283,7 +283,7 @@ class RPCServer:
                     # anyio's handle per task (see TaskPool), and so outliving the
                     # listener when close() stops it.
                     self._connection_tasks = pool = TaskPool()
-                    await tg.start(pool.run)
+                    await tg.start(pool.run, tg.cancel_scope)
                     keepalive = anyio.CancelScope()
                     tg.start_soon(self._run_keepalive, keepalive)
                     try:

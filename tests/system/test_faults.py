@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import warnings
 from contextlib import AsyncExitStack
 from typing import Any
@@ -44,6 +45,9 @@ from ocpp_rpc import (
 )
 from ocpp_rpc._transport import websocket
 from ocpp_rpc.transport import Transport
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -493,6 +497,42 @@ async def test_cancelling_the_scope_around_a_server_closes_it_cleanly() -> None:
                         await anyio.sleep_forever()
             assert (await client.wait_closed()).code in (1000, 1006)
             assert task_count() == tasks
+
+
+async def test_what_a_connection_task_lets_through_ends_the_server_at_once() -> None:
+    """A handler's BaseException (not an Exception: no CALLERROR can answer it)
+    leaves the connection's task, as a child task's error leaves a task group:
+    the other connections and the `async with server:` body are cancelled at
+    once, and the server raises it."""
+
+    class Fatal(BaseException):
+        pass
+
+    async def fatal(call: Call) -> Any:
+        await anyio.lowlevel.checkpoint()
+        raise Fatal
+
+    body_cancelled = False
+    with anyio.fail_after(10), pytest.raises(BaseExceptionGroup) as caught:
+        async with RPCServer(ping_interval=None) as server:
+            server.handle("Fatal", fatal)
+            listening = await server.listen()
+            url = f"ws://{listening.host}:{listening.port}"
+            idle = RPCClient(url, "idle", ping_interval=None, reconnect=False)
+            doomed = RPCClient(url, "doomed", ping_interval=None, reconnect=False)
+            async with idle, doomed, anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(doomed.call, "Fatal", {}, timeout=5))
+                try:
+                    await anyio.sleep_forever()
+                except anyio.get_cancelled_exc_class():
+                    body_cancelled = True
+                    raise
+    assert body_cancelled
+    error: BaseException = caught.value
+    while isinstance(error, BaseExceptionGroup):  # the task groups it left group it
+        assert len(error.exceptions) == 1
+        error = error.exceptions[0]
+    assert type(error) is Fatal
 
 
 # -- connect/disconnect churn ------------------------------------------------------------------
