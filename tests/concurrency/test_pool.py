@@ -192,6 +192,19 @@ async def outcome(kind: str, body: Callable[[TaskGroup, Spawn], Awaitable[None]]
 BOTH = pytest.mark.parametrize("kind", ["taskgroup", "pool"])
 
 
+async def fail() -> None:
+    raise KeyError("boom")
+
+
+async def idle_then_close(seconds: float) -> None:
+    """A connection's way: idle until cancelled, then a graceful close, shielded."""
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(seconds)
+
+
 @BOTH
 async def test_an_error_raised_while_cancelled_reaches_the_group(
     anyio_backend: str, kind: str
@@ -214,22 +227,12 @@ async def test_an_error_raised_while_cancelled_reaches_the_group(
 async def test_an_error_then_a_cancel_of_the_group_reaches_it(
     anyio_backend: str, kind: str
 ) -> None:
-    async def failer() -> None:
-        raise KeyError("boom")
-
-    async def slow_closer() -> None:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.sleep(0.05)
-
     async def body(tg: TaskGroup, spawn: Spawn) -> None:
-        spawn(slow_closer)
+        spawn(idle_then_close, 0.05)
         await anyio.wait_all_tasks_blocked()
-        spawn(failer)
+        spawn(fail)
         with anyio.CancelScope(shield=True):
-            await anyio.sleep(0.01)  # the failer failed; slow_closer is in its shield
+            await anyio.sleep(0.01)  # one failed; the other is in its shield
         tg.cancel_scope.cancel()
 
     assert await outcome(kind, body) == [KeyError]
@@ -242,9 +245,6 @@ async def test_an_error_cancels_the_group_at_once(anyio_backend: str, kind: str)
     host_cancelled = anyio.Event()
     saw_it: list[bool] = []
 
-    async def failer() -> None:
-        raise KeyError("boom")
-
     async def slow_closer() -> None:
         try:
             await anyio.sleep_forever()
@@ -256,7 +256,7 @@ async def test_an_error_cancels_the_group_at_once(anyio_backend: str, kind: str)
     async def body(tg: TaskGroup, spawn: Spawn) -> None:
         spawn(slow_closer)
         await anyio.wait_all_tasks_blocked()
-        spawn(failer)
+        spawn(fail)
         try:
             await anyio.sleep_forever()
         finally:
@@ -273,26 +273,16 @@ async def test_a_spawner_goes_on_after_an_error_until_it_is_cancelled(
     """The accept loop's way: a check for cancellation, then `start_soon`. After a
     task's error that start must not fail: the task starts cancelled."""
 
-    async def connection() -> None:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.sleep(0.02)  # a graceful close
-
-    async def failer() -> None:
-        raise KeyError("boom")
-
     async def body(tg: TaskGroup, spawn: Spawn) -> None:
         async def acceptor() -> None:
             while True:
                 await anyio.lowlevel.checkpoint_if_cancelled()
-                spawn(connection)
+                spawn(idle_then_close, 0.02)
                 await anyio.sleep(0.001)
 
         tg.start_soon(acceptor)
         await anyio.sleep(0.01)
-        spawn(failer)
+        spawn(fail)
         await anyio.sleep_forever()
 
     assert await outcome(kind, body) == [KeyError]
@@ -377,16 +367,13 @@ async def test_the_accept_loop_after_a_connection_error(anyio_backend: str) -> N
 async def test_a_task_error_is_grouped_once_as_by_the_task_group(
     anyio_backend: str, kind: str
 ) -> None:
-    async def failer() -> None:
-        raise KeyError("boom")
-
     with pytest.raises(BaseExceptionGroup) as caught, anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             if kind == "pool":
                 pool = TaskPool()
                 await tg.start(pool.run, tg.cancel_scope)
-                pool.start_soon(failer)
+                pool.start_soon(fail)
             else:
-                tg.start_soon(failer)
+                tg.start_soon(fail)
             await anyio.sleep_forever()
     assert [type(e) for e in caught.value.exceptions] == [KeyError]
