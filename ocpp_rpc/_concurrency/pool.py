@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -73,7 +73,18 @@ class TaskPool:
         if self._nursery is not None:
             self._nursery.start_soon(func, *args)
         elif self._loop is not None:
-            task = self._loop.create_task(self._guard(func, args))
+            coro = func(*args)
+            # Named as anyio names its tasks (a task dump, `get_current_task().name`).
+            frame = getattr(coro, "cr_frame", None)
+            module = None if frame is None else frame.f_globals.get("__name__")
+            qualname = getattr(coro, "__qualname__", None)
+            name = ".".join(part for part in (module, qualname) if part) or None
+            try:
+                task = self._loop.create_task(self._guard(coro), name=name)
+            except BaseException:  # e.g. a closed loop: no "never awaited" warning
+                if isinstance(coro, Coroutine):
+                    coro.close()
+                raise
             # setdefault: an eager task factory ran the guard already, which put its scope.
             self._scopes.setdefault(task, None)
             task.add_done_callback(self._on_done, context=self._context)
@@ -153,14 +164,14 @@ class TaskPool:
             finally:
                 self._wake = None
 
-    async def _guard(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    async def _guard(self, coro: Awaitable[Any]) -> None:
         with anyio.CancelScope() as scope:
             task = asyncio.current_task()
             assert task is not None
             self._scopes[task] = scope
             if self._cancelled:
                 scope.cancel()
-            await func(*args)
+            await coro
 
     def _done(self, task: asyncio.Task[None]) -> None:
         del self._scopes[task]

@@ -159,10 +159,13 @@ class Connection:
                 self._task_group = tg
                 self._writer.attach(tg)
                 self._keepalive.start(tg, self.config.ping_interval)
-                if first is None:
-                    await self._reader()  # no task of its own: this one is idle anyway
-                else:
-                    tg.start_soon(self._run_first, first)
+                if first is not None:
+                    started = new_event()
+                    tg.start_soon(self._run_first, first, started)
+                    # Set as `first` starts: this task reads on once `first` reached
+                    # its first await (or ended), as a task it had started would.
+                    await started.wait()
+                await self._reader()  # no task of its own: this one is idle anyway
         finally:
             self._outbox.close()
             self._keepalive.stop()
@@ -190,10 +193,9 @@ class Connection:
         if "ping_interval" in changed:
             self._keepalive.restart(config.ping_interval)
 
-    async def _run_first(self, first: Callable[[], Awaitable[None]]) -> None:
+    async def _run_first(self, first: Callable[[], Awaitable[None]], started: EventLike) -> None:
         assert self._task_group is not None
-        # Scheduled now, but it cannot run before `first` reaches its first await.
-        self._task_group.start_soon(self._reader)
+        started.set()  # the reader cannot run before `first` reaches its first await
         try:
             await first()
         except Exception as exc:

@@ -377,3 +377,21 @@ async def test_a_task_error_is_grouped_once_as_by_the_task_group(
                 tg.start_soon(fail)
             await anyio.sleep_forever()
     assert [type(e) for e in caught.value.exceptions] == [KeyError]
+
+
+@BOTH
+async def test_tasks_are_named_as_the_task_group_names_them(anyio_backend: str, kind: str) -> None:
+    names: list[str] = []
+
+    async def connection() -> None:
+        names.append(anyio.get_current_task().name)
+
+    async with anyio.create_task_group() as tg:
+        if kind == "pool":
+            pool = TaskPool()
+            await tg.start(pool.run, tg.cancel_scope)
+            pool.start_soon(connection)
+            pool.close()
+        else:
+            tg.start_soon(connection)
+    assert names == [f"{__name__}.{connection.__qualname__}"]

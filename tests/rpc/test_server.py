@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from harness import Accepted, Blocker, Outcome, make_client, serving
+from harness import Accepted, Blocker, Outcome, make_client, serving, task_count
 
 from ocpp_rpc import (
     Accept,
@@ -352,6 +352,33 @@ async def test_the_connection_stays_open_after_on_client_returns() -> None:
                 await returned.wait()
                 assert await client.call("Ping") == "pong"
                 assert await server.clients["cp1"].call("Anything") == {"ok": 1}
+
+
+async def test_an_on_client_hook_that_returned_leaves_no_task_behind() -> None:
+    """The reader is the connection's own task with a hook or without one: an
+    idle connection holds the same tasks either way."""
+
+    async def idle_tasks(hook: bool) -> int:
+        async with serving() as (server, url):
+            server.handle("Echo", lambda call: call.params)
+            returned = anyio.Event()
+            if hook:
+
+                @server.on_client
+                async def on_client(client: ServerClient) -> None:
+                    await anyio.lowlevel.checkpoint()
+                    returned.set()
+
+            else:
+                server.on("client", lambda client: returned.set())
+            async with make_client(url) as client:
+                await returned.wait()
+                assert await client.call("Echo", {"a": 1}) == {"a": 1}
+                await anyio.wait_all_tasks_blocked()
+                return task_count()
+
+    with anyio.fail_after(5):
+        assert await idle_tasks(hook=True) == await idle_tasks(hook=False)
 
 
 async def test_on_client_raising_closes_that_client_with_1011(
