@@ -5,6 +5,8 @@ WebSocket layer, so what the tests see on the wire is checked independently."""
 from __future__ import annotations
 
 import json
+import os
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -134,6 +136,20 @@ class RawPeer:
             await anyio.aclose_forcefully(self.stream)
 
 
+def masked_text_frame(text: str) -> bytes:
+    """One final, masked text frame, framed by hand (wsproto frames nothing
+    before the handshake is done)."""
+    data = text.encode()
+    mask = os.urandom(4)
+    if len(data) < 126:
+        head = bytes([0x81, 0x80 | len(data)])
+    elif len(data) < 1 << 16:
+        head = bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(data))
+    else:
+        head = bytes([0x81, 0x80 | 127]) + struct.pack("!Q", len(data))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
 def _split(url: str) -> tuple[str, int, str]:
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -142,9 +158,14 @@ def _split(url: str) -> tuple[str, int, str]:
 
 @asynccontextmanager
 async def raw_client(
-    url: str, subprotocols: Sequence[str] = (), headers: Sequence[tuple[str, str]] = ()
+    url: str,
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    early: Sequence[str] = (),
 ) -> AsyncIterator[RawPeer]:
-    """Connect to `url`; a refused upgrade still yields a peer (check `.status`)."""
+    """Connect to `url`; a refused upgrade still yields a peer (check `.status`).
+    `early`: text messages sent in the upgrade request's write, before the 101."""
     host, port, target = _split(url)
     stream = await anyio.connect_tcp(host, port)
     peer = RawPeer(stream, WSConnection(ConnectionType.CLIENT))
@@ -156,7 +177,7 @@ async def raw_client(
                 subprotocols=list(subprotocols),
                 extra_headers=[(k.encode(), v.encode()) for k, v in headers],
             )
-            await peer._send(request)
+            await stream.send(peer.ws.send(request) + b"".join(map(masked_text_frame, early)))
             while True:
                 event = await peer._event()
                 if isinstance(event, ev.AcceptConnection):

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -73,18 +74,13 @@ class TaskPool:
         if self._nursery is not None:
             self._nursery.start_soon(func, *args)
         elif self._loop is not None:
-            coro = func(*args)
-            # Named as anyio names its tasks (a task dump, `get_current_task().name`).
-            frame = getattr(coro, "cr_frame", None)
-            module = None if frame is None else frame.f_globals.get("__name__")
-            qualname = getattr(coro, "__qualname__", None)
-            name = ".".join(part for part in (module, qualname) if part) or None
-            try:
-                task = self._loop.create_task(self._guard(coro), name=name)
-            except BaseException:  # e.g. a closed loop: no "never awaited" warning
-                if isinstance(coro, Coroutine):
-                    coro.close()
-                raise
+            # Named as anyio names a function's task (module and qualname; a partial's
+            # function's), without making the coroutine before the task runs; interned:
+            # one string per callable, not one per connection.
+            target = func.func if isinstance(func, functools.partial) else func
+            parts = (getattr(target, "__module__", None), getattr(target, "__qualname__", None))
+            name = sys.intern(".".join(part for part in parts if part))
+            task = self._loop.create_task(self._guard(func, args), name=name)
             # setdefault: an eager task factory ran the guard already, which put its scope.
             self._scopes.setdefault(task, None)
             task.add_done_callback(self._on_done, context=self._context)
@@ -164,14 +160,14 @@ class TaskPool:
             finally:
                 self._wake = None
 
-    async def _guard(self, coro: Awaitable[Any]) -> None:
+    async def _guard(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         with anyio.CancelScope() as scope:
             task = asyncio.current_task()
             assert task is not None
             self._scopes[task] = scope
             if self._cancelled:
                 scope.cancel()
-            await coro
+            await func(*args)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         del self._scopes[task]

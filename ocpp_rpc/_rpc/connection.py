@@ -165,6 +165,7 @@ class Connection:
                     # Set as `first` starts: this task reads on once `first` reached
                     # its first await (or ended), as a task it had started would.
                     await started.wait()
+                    del started  # not held by an idle connection's frame
                 await self._reader()  # no task of its own: this one is idle anyway
         finally:
             self._outbox.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -391,7 +392,9 @@ async def test_tasks_are_named_as_the_task_group_names_them(anyio_backend: str, 
             pool = TaskPool()
             await tg.start(pool.run, tg.cancel_scope)
             pool.start_soon(connection)
+            pool.start_soon(functools.partial(connection))  # named after its function
             pool.close()
         else:
             tg.start_soon(connection)
-    assert names == [f"{__name__}.{connection.__qualname__}"]
+            tg.start_soon(connection)
+    assert names == [f"{__name__}.{connection.__qualname__}"] * 2

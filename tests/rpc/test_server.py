@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import ssl
 from typing import Any
@@ -11,6 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from harness import Accepted, Blocker, Outcome, make_client, serving, task_count
+from rawpeer import raw_client
 
 from ocpp_rpc import (
     Accept,
@@ -315,6 +317,28 @@ async def test_on_client_handlers_registered_before_its_first_await_see_every_ca
                 async with make_client(url, f"cp{n}") as client:
                     assert await client.call("Hello") == "hi"
             assert seen == ["Hello"] * 5
+
+
+@pytest.mark.parametrize("hook_awaits", [True, False])
+async def test_on_client_handlers_see_calls_sent_with_the_upgrade_request(
+    hook_awaits: bool,
+) -> None:
+    """Calls already buffered when the connection starts (in the upgrade
+    request's own TCP write) wait for the hook's first await."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+
+            @server.on_client
+            async def on_client(client: ServerClient) -> None:
+                client.handle("Hello", lambda call: "hi")
+                if hook_awaits:
+                    await anyio.sleep_forever()
+
+            calls = [json.dumps([2, str(n), "Hello", {}]) for n in range(20)]
+            async with raw_client(f"{url}/cp1", ["ocpp1.6"], early=calls) as peer:
+                assert peer.status == 101
+                answers = [await peer.receive_json() for _ in calls]
+    assert answers == [[3, str(n), "hi"] for n in range(20)]
 
 
 async def test_on_client_runs_in_the_clients_task_group() -> None:
