@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from rawpeer import RawPeer, raw_client, raw_server
 
 from ocpp_rpc import Call, RPCClient, RPCServer, ServerClient
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 ENDS = ["server", "client"]  # which of our endpoints faces the raw peer
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -28,6 +32,13 @@ def rss_bytes() -> int:
     """This process's resident set size, from /proc/self/statm."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * _PAGE_SIZE
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions in `error`, however deeply its groups nest them."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
 
 
 def task_count() -> int:

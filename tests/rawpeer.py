@@ -138,7 +138,7 @@ class RawPeer:
 
 def masked_text_frame(text: str) -> bytes:
     """One final, masked text frame, framed by hand (wsproto frames nothing
-    before the handshake is done)."""
+    before the handshake is done, nor after a Close)."""
     data = text.encode()
     mask = os.urandom(4)
     if len(data) < 126:

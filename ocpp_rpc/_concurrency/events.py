@@ -26,6 +26,11 @@ class EventLike(Protocol):
     async def wait(self) -> Any: ...
 
 
+def on_asyncio() -> bool:
+    """Whether the running backend is asyncio (uvloop included); else trio."""
+    return _running_asyncio_loop() is not None
+
+
 def new_event() -> EventLike:
     """An `asyncio.Event` on asyncio, a `trio.Event` on trio (anyio's only other
     backend), else an `anyio.Event`."""

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .events import _running_asyncio_loop
+from .events import on_asyncio
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -103,7 +103,7 @@ class TaskPool:
         `group`: the cancel scope of the task group `run` is a task of, which a
         task's error cancels at once (as a task group's own task's error would)."""
         self._group = group
-        if _running_asyncio_loop() is None:
+        if not on_asyncio():
             import trio  # anyio's only other backend
 
             self._wake = trio.Event()

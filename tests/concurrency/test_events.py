@@ -48,3 +48,9 @@ async def test_asyncios_private_get_running_loop_still_means_what_new_event_need
 
 def test_asyncios_private_get_running_loop_is_none_outside_any_loop() -> None:
     assert asyncio._get_running_loop() is None
+
+
+async def test_on_asyncio_tells_the_running_backend(anyio_backend: str) -> None:
+    from ocpp_rpc._concurrency.events import on_asyncio
+
+    assert on_asyncio() is (anyio_backend == "asyncio")

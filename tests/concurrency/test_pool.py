@@ -13,6 +13,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute, TaskGroup
+from harness import leaves
 
 from ocpp_rpc._concurrency.pool import TaskPool
 from ocpp_rpc._transport.streams import open_accepted, serve_listener
@@ -21,13 +22,6 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 pytestmark = pytest.mark.anyio
-
-
-def leaves(group: BaseException) -> list[BaseException]:
-    """The exceptions in `group`, however deeply nested."""
-    if isinstance(group, BaseExceptionGroup):
-        return [leaf for inner in group.exceptions for leaf in leaves(inner)]
-    return [group]
 
 
 async def test_run_returns_after_close_once_every_task_has_ended(anyio_backend: str) -> None:

@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 import pytest
 from harness import serving, tls_contexts, wait_until
-from rawpeer import PeerClosed, RawPeer, raw_client
+from rawpeer import PeerClosed, RawPeer, masked_text_frame, raw_client
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as ev
 
@@ -355,16 +355,6 @@ def _frame(ws: WSConnection, item: Any) -> bytes:
     return ws.send(ev.TextMessage(data=item if isinstance(item, str) else json.dumps(item)))
 
 
-def masked_text(message: str) -> bytes:
-    """A client's text frame, built by hand (wsproto sends nothing after a Close)."""
-    payload = message.encode()
-    assert len(payload) < 126
-    key = b"\x01\x02\x03\x04"
-    return bytes((0x81, 0x80 | len(payload))) + key + bytes(
-        b ^ key[i % 4] for i, b in enumerate(payload)
-    )
-
-
 def mixed(out: list[str]) -> list[list[Any]]:
     """Every kind of message, in one read, then a Close among calls."""
     return [
@@ -393,7 +383,7 @@ def mixed(out: list[str]) -> list[list[Any]]:
         [
             [2, "e4", "Echo", {}],
             ev.CloseConnection(code=1000, reason="bye"),
-            masked_text(json.dumps([2, "e5", "Echo", {}])),  # after its Close: ignored
+            masked_text_frame(json.dumps([2, "e5", "Echo", {}])),  # after its Close: ignored
         ],
     ]
 

@@ -27,6 +27,7 @@ from harness import (
     echo,
     facing,
     free_port,
+    leaves,
     rss_bytes,
     served,
     task_count,
@@ -528,11 +529,7 @@ async def test_what_a_connection_task_lets_through_ends_the_server_at_once() -> 
                     body_cancelled = True
                     raise
     assert body_cancelled
-    error: BaseException = caught.value
-    while isinstance(error, BaseExceptionGroup):  # the task groups it left group it
-        assert len(error.exceptions) == 1
-        error = error.exceptions[0]
-    assert type(error) is Fatal
+    assert [type(error) for error in leaves(caught.value)] == [Fatal]
 
 
 # -- connect/disconnect churn ------------------------------------------------------------------
