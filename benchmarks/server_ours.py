@@ -1,10 +1,13 @@
 """ocpp_rpc's RPCServer alone in a process, for the raw driver (driver.py).
 
     python benchmarks/server_ours.py --port P [--backend asyncio|trio] [--uvloop] [--fast]
+        [--gc-threshold G0,G1,G2]
 
 Protocols ocpp1.6, default options (keep-alive pings on); answers Heartbeat with
 ``{"currentTime": ...}`` and anything else with ``{}``. ``--fast`` lets the codec
 use orjson (the `fast` extra); without it orjson is hidden, as if not installed.
+``--gc-threshold`` calls ``gc.set_threshold(G0, G1, G2)`` first, as an operator
+of a big CSMS may (docs/csms.md, "Many charge points").
 Commands on stdin, one JSON line each; end of input stops the server:
 ``{"op": "call", "clients": K, "calls": N, "msg": "gc"|"gcall"}`` waits for K
 clients, calls each N times in sequence (all at once) and prints
@@ -14,6 +17,7 @@ clients, calls each N times in sequence (all at once) and prints
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -34,7 +38,10 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--fast", action="store_true", help="let the codec use orjson")
     parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--gc-threshold", help="G0,G1,G2 for gc.set_threshold")
     args = parser.parse_args()
+    if args.gc_threshold:
+        gc.set_threshold(*(int(part) for part in args.gc_threshold.split(",")))
     if not args.fast:
         sys.modules["orjson"] = None  # type: ignore[assignment]  # import fails: stdlib json
     import anyio

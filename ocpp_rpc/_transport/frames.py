@@ -37,6 +37,8 @@ _PINGS: Final = (_PING, _PONG)
 _MAX_CONTROL: Final = 125  # a control frame's longest payload (RFC 6455 5.5)
 _OPEN: Final = ConnectionState.OPEN
 _SMALL_MASK: Final = 2048  # up to this size an integer XOR unmasks fastest
+# The first two bytes of an unmasked, unfragmented text frame of each short length.
+_TEXT_HEADS: Final = tuple(bytes((0x80 | _TEXT, n)) for n in range(126))
 # Codes a peer may send (our one rule) that wsproto does not know, and so would
 # fail with 1002 (it accepts only its own `CloseReason` below 3000): wsproto
 # gets such a Close with `_STAND_IN` instead, and its event gets the code back.
@@ -58,6 +60,12 @@ def unmask(key: bytes, payload: bytes) -> bytes:
 def encode(messages: Sequence[str | bytes], *, mask: bool) -> bytes:
     """Whole, unfragmented data frames for `messages` (masked when `mask`, as a
     client must), the same bytes wsproto's `send` makes but for the random key."""
+    if not mask and len(messages) == 1:  # a server's answer: most frames it writes
+        message = messages[0]
+        if type(message) is str:
+            payload = message.encode("utf-8")
+            if len(payload) < 126:
+                return _TEXT_HEADS[len(payload)] + payload
     keys = os.urandom(4 * len(messages)) if mask else b""
     out: list[bytes] = []
     for i, message in enumerate(messages):

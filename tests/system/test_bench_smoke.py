@@ -55,13 +55,14 @@ def test_bench_smoke_feeds_our_server_from_the_raw_driver(tmp_path: Path) -> Non
     out = tmp_path / "fed.json"
     done = subprocess.run(
         [sys.executable, str(BENCH), "--smoke", "--tables", "driver", "--only", "trio", "node",
-         "--json", str(out)],
+         "set_threshold", "--json", str(out)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Server fed by the raw driver" in done.stdout
     names, samples = json.loads(out.read_text())["fed"]
     assert "ocpp_rpc trio" in names
+    assert "ocpp_rpc asyncio, gc.set_threshold(700, 10, 100)" in names
     for name in names:
         for measurement in ("fanin hb", "fanin mv", "seq 100", "answer", "conns"):
             if measurement == "answer" and name.endswith("(floor)"):

@@ -243,12 +243,14 @@ def test_encode_gives_frames_wsproto_reads_back(messages: list[str | bytes], mas
     assert got == messages
 
 
+@pytest.mark.parametrize("text", [False, True])
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
-def test_encode_uses_the_minimal_length_form(size: int) -> None:
-    from wsproto.events import BytesMessage as Message
-
-    expected = Connection(ConnectionType.SERVER).send(Message(data=b"x" * size))
-    assert encode([b"x" * size], mask=False) == expected
+def test_encode_uses_the_minimal_length_form(size: int, text: bool) -> None:
+    # one text message unmasked (a server's answer) has a path of its own
+    data: str | bytes = "é" * (size // 2) + "x" * (size % 2) if text else b"x" * size
+    event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+    expected = Connection(ConnectionType.SERVER).send(event)
+    assert encode([data], mask=False) == expected
 
 
 @given(st.binary(min_size=4, max_size=4), st.binary(max_size=5000))

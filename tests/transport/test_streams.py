@@ -699,3 +699,34 @@ async def test_serve_listener_hands_each_connection_over_on_our_stream(
             tg.cancel_scope.cancel()
     await listener.aclose()
     assert len(received) == count
+
+
+async def test_serve_listener_hands_over_what_a_listener_it_does_not_know_accepts() -> None:
+    """A listener whose sockets it cannot reach (here a bare TCP listener, not
+    in the `MultiListener` that `anyio.create_tcp_listener` makes) is served by
+    the listener's own accept loop: each connection still runs in `tasks`, and
+    gets the listener's stream, not a bare socket."""
+    got: list[object] = []
+    done = anyio.Event()
+
+    async def handler(accepted: anyio.abc.ByteStream | socket.socket) -> None:
+        got.append(accepted)
+        stream = await open_accepted(accepted)
+        async with stream:
+            await stream.send(b"echo " + await stream.receive())
+        done.set()
+
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = tcp.extra(SocketAttribute.local_port)
+    listener = tcp.listeners[0]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks, anyio.create_task_group() as tg:
+            tg.start_soon(serve_listener, listener, handler, tasks)
+            async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                await client.send(b"hi")
+                assert await client.receive() == b"echo hi"
+            await done.wait()
+            tg.cancel_scope.cancel()
+    await listener.aclose()
+    assert len(got) == 1 and isinstance(got[0], anyio.abc.SocketStream)
+    assert type(got[0]) not in (AsyncioSocketStream, TrioSocketStream)  # anyio's own
