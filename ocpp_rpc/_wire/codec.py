@@ -176,12 +176,37 @@ Frame = CallFrame | SendFrame | CallResultFrame | CallErrorFrame
 
 # -- encoding -------------------------------------------------------------------
 
-_encode_utf8: Final = json.JSONEncoder(
+def _one_shot(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """`encoder.encode`, with the C encoder it makes on every call made once:
+    half the cost of a frame. `encoder` must not check for cycles (it would
+    keep its markers across calls) nor indent; its own `encode` where the C
+    encoder is missing or takes other arguments."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python built without _json
+        return encoder.encode
+    escape = json.encoder.encode_basestring_ascii if encoder.ensure_ascii else (
+        json.encoder.encode_basestring
+    )
+    try:
+        chunks = make(
+            None, encoder.default, escape, None, encoder.key_separator,
+            encoder.item_separator, encoder.sort_keys, encoder.skipkeys, encoder.allow_nan,
+        )
+    except TypeError:  # pragma: no cover - another Python's signature
+        return encoder.encode
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_encode_utf8: Final = _one_shot(json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
-).encode
-_encode_ascii: Final = json.JSONEncoder(
+))
+_encode_ascii: Final = _one_shot(json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=False
-).encode
+))
 
 
 def _encode_std(value: Any) -> str:
@@ -361,7 +386,22 @@ def _deeper(brackets: bytes, limit: int) -> bool:
     return passes > limit
 
 
-_decode_std: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_std_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+# The scanner the decoder made for itself (typeshed does not declare the attribute).
+_scan: Final[Callable[[str, int], tuple[Any, int]]] = vars(_std_decoder)["scan_once"]
+
+
+def _decode_std(text: str) -> Any:
+    """`json.JSONDecoder(parse_constant=_reject_constant).decode(text)`: a frame
+    with no whitespace around it, the usual case, is scanned at once (half
+    the cost); anything else gets the decoder's own way, and its errors."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # not a value at 0: leading whitespace, or no JSON
+        return _std_decoder.decode(text)
+    if end != len(text):  # trailing whitespace, or extra data
+        return _std_decoder.decode(text)
+    return value
 _DIGITS: Final = bytes.maketrans(b"0123456789", b"0000000000")
 _LONG_NUMBER: Final = b"0" * 19  # the shortest integer that may not fit 64 bits
 

@@ -438,6 +438,45 @@ def test_orjson_encoding_means_what_the_standard_library_writes(value: Any) -> N
             assert text == _codec._encode_std(value)
 
 
+# -- the standard library path: its C encoder made once, and a scan first ---------
+
+
+def _exactly(function: Any, value: Any) -> tuple[str, Any]:
+    """("ok", result) or ("raises", exception class and message)."""
+    try:
+        return "ok", repr(function(value))
+    except (ValueError, TypeError, RecursionError) as exc:
+        return "raises", (type(exc), str(exc))
+
+
+@given(wild_values)
+@example(float("nan"))
+@example({1: [2.5, -0.0, 1e-7], None: {"é": "\ud800"}, False: (1, 2)})
+@example(object())
+def test_the_standard_encoders_write_what_json_encoder_encode_writes(value: Any) -> None:
+    from ocpp_rpc._wire import codec as _codec
+
+    for ascii_only, ours in ((True, _codec._encode_ascii), (False, _codec._encode_utf8)):
+        theirs = json.JSONEncoder(
+            ensure_ascii=ascii_only, allow_nan=False, separators=(",", ":"), check_circular=False
+        ).encode
+        assert _exactly(ours, value) == _exactly(theirs, value)
+
+
+@given(st.one_of(
+    wild_values.map(lambda v: _written(v)),
+    wild_values.map(lambda v: " \n" + _written(v) + "\t "),
+    st.text(max_size=40),
+    st.sampled_from(["", " ", "[1,", "[1,]", "[1] x", '"a" ', "NaN", "[-Infinity]", "1e400",
+                     "\ufeff[1]", "[" * 300 + "]" * 300, '{"a":1,"a":2}']),
+))
+def test_the_standard_decoder_reads_what_json_decoder_decode_reads(text: str) -> None:
+    from ocpp_rpc._wire import codec as _codec
+
+    theirs = json.JSONDecoder(parse_constant=_codec._reject_constant).decode
+    assert _exactly(_codec._decode_std, text) == _exactly(theirs, text)
+
+
 def _leaves(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in _leaves(item)]
