@@ -168,6 +168,7 @@ class RPCClient:
         self._closed: Latch | None = None
         self._close_started = False
         self._close_result: CloseResult | None = None
+        self._close_requested: CloseResult | None = None  # what a close() under way asked for
         self._last_close: CloseResult | None = None
         self._reconnect_scope: anyio.CancelScope | None = None
         #: Keeps the connection's ping times (None: the connection runs a pinger task).
@@ -255,6 +256,7 @@ class RPCClient:
         self._closed = Latch()
         self._close_started = False
         self._close_result = None
+        self._close_requested = None
         self._last_close = None
 
     async def __aenter__(self) -> Self:
@@ -320,7 +322,7 @@ class RPCClient:
         final: CloseResult | None = None
         try:
             try:
-                transport = await self._connect(self._options.protocols)
+                first = await self._first_connect()
             except ConnectError as exc:
                 if self._store is None or not self._options.reconnect or not is_retryable(exc):
                     raise
@@ -334,6 +336,9 @@ class RPCClient:
                 transport = reconnected
             else:
                 task_status.started()
+                if first is None:  # close() came while connecting: nothing to serve
+                    return
+                transport = first
             while True:
                 result = await self._serve(transport)
                 if self._close_started or not self._options.reconnect:
@@ -346,6 +351,19 @@ class RPCClient:
                 transport = reconnected
         finally:
             self._closed_for_good(final)
+
+    async def _first_connect(self) -> Transport | None:
+        """The first connection attempt, which close() aborts (then None), as
+        it aborts a reconnect."""
+        with anyio.CancelScope() as scope:
+            self._reconnect_scope = scope
+            if self._close_started:
+                scope.cancel()
+            try:
+                return await self._connect(self._options.protocols)
+            finally:
+                self._reconnect_scope = None
+        return None
 
     def _closed_for_good(self, final: CloseResult | None) -> CloseResult:
         """Bookkeeping once the endpoint is CLOSED for good (`final`: how its
@@ -481,13 +499,21 @@ class RPCClient:
     # -- calls ---------------------------------------------------------------------
 
     def _closed_error(self) -> ConnectionClosed:
-        result = self._close_result or self._last_close or CloseResult(1006, "")
+        # While a close() runs, the calls it refuses carry its code and reason.
+        result = (
+            self._close_result or self._close_requested or self._last_close
+            or CloseResult(1006, "")
+        )
         return ConnectionClosed(*result)
 
     async def _wait_open(self) -> Connection:
+        """The open connection; waits while connecting, reconnecting, or while
+        the connection that just ended is still being let go of (a call that
+        had not gone out then waits for the next one, on either backend)."""
         while True:
-            if self._state is State.OPEN and self._connection is not None:
-                return self._connection
+            connection = self._connection
+            if self._state is State.OPEN and connection is not None and connection.closed is None:
+                return connection
             if self._state is State.CLOSING or self._state is State.CLOSED or self._close_started:
                 raise self._closed_error()
             if self._state_changed is None:
@@ -539,7 +565,7 @@ class RPCClient:
             return await self._durable.call(method, params, timeout)
         async with self._limiter:
             connection = self._connection
-            if self._state is State.OPEN and connection is not None:
+            if self._state is State.OPEN and connection is not None and connection.closed is None:
                 deadline = anyio.current_time() + timeout  # no scope needed: nothing to wait for
             else:
                 with anyio.fail_after(timeout) as waiting:
@@ -638,6 +664,7 @@ class RPCClient:
             assert self._close_result is not None
             return self._close_result
         self._close_started = True
+        self._close_requested = CloseResult(code, reason)
         if self._state is State.CLOSED:
             self._close_result = self._last_close or CloseResult(code, reason)
             return self._close_result

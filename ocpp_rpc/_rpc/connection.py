@@ -11,6 +11,7 @@ handlers as `Call.client`): it never reads its owner.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
 import logging
@@ -62,6 +63,12 @@ WRITE_BUFFER = 64
 #: Seconds a close handshake may take before TCP is dropped.
 CLOSE_TIMEOUT = 5.0
 
+# The cancel scope of the awaited inbound call whose handler runs in this context:
+# a close(await_pending=True) it makes does not wait for it (it would wait forever).
+_handling: contextvars.ContextVar[anyio.CancelScope | None] = contextvars.ContextVar(
+    "ocpp_rpc_handling", default=None
+)
+
 
 @dataclass(slots=True, eq=False)
 class PendingCall:
@@ -84,7 +91,8 @@ class Connection:
 
     # No instance dict: a server holds one per charger, and most of them sit idle.
     __slots__ = (
-        "_client", "_close_done", "_deadlines", "_deferred", "_find_handler", "_handler_scopes",
+        "_client", "_close_done", "_closer", "_deadlines", "_deferred", "_find_handler",
+        "_handler_scopes",
         "_idle", "_inline", "_keepalive", "_outbox", "_strict", "_task_group", "_writer",
         "closed", "closing",
         "config", "events", "exchange", "identity", "protocol", "transport",
@@ -141,6 +149,8 @@ class Connection:
         # Made by a close awaiting pending work; set once no outbound call and no
         # inbound handler is pending.
         self._idle: anyio.Event | None = None
+        # The scope of the handler that made the first close (see `_handling`), if one did.
+        self._closer: anyio.CancelScope | None = None
         self.closing: CloseResult | None = None  # set once a local close started
         self.closed: CloseResult | None = None
         self._close_done = Latch()
@@ -223,7 +233,12 @@ class Connection:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if self._idle is not None and not self.exchange.pending and not self._handler_scopes:
+        scopes = self._handler_scopes
+        if (
+            self._idle is not None
+            and not self.exchange.pending
+            and (not scopes or (len(scopes) == 1 and self._closer in scopes))
+        ):
             self._idle.set()
             self._idle = None
 
@@ -454,6 +469,7 @@ class Connection:
     ) -> None:
         is_call = type(frame) is CallFrame
         reply: str | None = None
+        token = _handling.set(scope)
         try:
             with scope:
                 try:
@@ -463,6 +479,7 @@ class Connection:
             if is_call and reply is not None and not scope.cancelled_caught:
                 await self._send_reply(reply)
         finally:
+            _handling.reset(token)
             self._handler_scopes.pop(scope, None)
             self._finish_inbound(frame, is_call)
 
@@ -683,6 +700,7 @@ class Connection:
         """Close this connection (first close wins); returns how it closed."""
         if self.closing is None and self.closed is None and self._task_group is not None:
             self.closing = CloseResult(code, reason)
+            self._closer = _handling.get()
             # Runs in the connection's task group so that it completes even if the
             # caller is a handler of this connection, which the close cancels.
             closing = self._close(code, reason, await_pending, force)
@@ -700,8 +718,9 @@ class Connection:
         self.closing = self.closing or CloseResult(code, reason)
         if await_pending and not force:
             if self.exchange.pending or self._handler_scopes:
-                self._idle = self._idle or anyio.Event()
-                await self._idle.wait()
+                idle = self._idle = self._idle or anyio.Event()
+                self._check_idle()  # a handler that is closing is not waited for
+                await idle.wait()
         else:
             self._fail_pending(ConnectionClosed(code, reason))
             for scope in tuple(self._handler_scopes):

@@ -144,10 +144,14 @@ class Exchange(Generic[P]):
     # -- answers ---------------------------------------------------------------
 
     def result_reply(self, message_id: str, result: Any) -> str:
-        """The CALLRESULT for a handler's result; RPCInternalError if JSON cannot hold it."""
+        """The CALLRESULT for a handler's result; RPCInternalError if JSON cannot
+        hold it (saying why only with `detailed_errors`, as for a handler's
+        exception: the text names the result's types)."""
         try:
             return encode_call_result(message_id, result)
         except (TypeError, ValueError) as exc:
+            if not self.detailed_errors:
+                raise RPCInternalError(RPCInternalError.default_message) from exc
             raise RPCInternalError(f"the handler's result is not JSON: {exc}") from exc
 
     def error_reply(self, message_id: str, error: RPCError, details: Any = None) -> str:

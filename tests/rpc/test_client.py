@@ -17,6 +17,7 @@ import harness
 import pytest
 from anyio.abc import SocketAttribute
 from harness import Accepted, Blocker, Outcome, echo, free_port, serving
+from rawpeer import raw_server
 from wsproto.utilities import generate_accept_token
 
 from ocpp_rpc import (
@@ -928,11 +929,14 @@ async def test_close_await_pending_refuses_new_calls_and_lets_pending_ones_finis
             async with client:
                 server_client = await accepted.nth(1)
                 outbound, inbound, closing = Outcome(), Outcome(), Outcome()
+                queued = Outcome()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(outbound.run, client.call, "Slow")
                     tg.start_soon(inbound.run, server_client.call, "Block")
                     await slow.started.wait()
                     await block.started.wait()
+                    tg.start_soon(queued.run, client.call, "Echo")  # behind call_concurrency=1
+                    await anyio.wait_all_tasks_blocked()
                     tg.start_soon(
                         functools.partial(
                             closing.run,
@@ -944,17 +948,132 @@ async def test_close_await_pending_refuses_new_calls_and_lets_pending_ones_finis
                     )
                     await recorder.wait_for("closing")
                     assert client.state is State.CLOSING
-                    with pytest.raises(ConnectionClosed):
+                    with pytest.raises(ConnectionClosed) as refused:
                         await client.call("Echo")
+                    # refused with the close's code and reason (the connection is not gone)
+                    assert (refused.value.code, refused.value.reason) == (4002, "later")
                     slow.release.set()
                     await outbound.done.wait()
                     assert outbound.value == {"out": 1}
+                    await queued.done.wait()  # it was never sent: refused alike
+                    assert isinstance(queued.error, ConnectionClosed)
+                    assert (queued.error.code, queued.error.reason) == (4002, "later")
                     assert not closing.done.is_set()  # the inbound handler still runs
                     block.release.set()
                 assert inbound.value == {"in": 1}
                 assert closing.value == CloseResult(4002, "later")
                 assert not block.cancelled.is_set()
                 assert await server_client.wait_closed() == CloseResult(4002, "later")
+
+
+async def test_a_handler_closing_its_own_connection_awaiting_pending_waits_for_the_rest() -> None:
+    """close(await_pending=True) made by a handler waits for the other calls
+    in flight, not for the handler that made it (which would wait for itself);
+    the close then cancels that handler, as any close does."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            slow = Blocker(result={"slow": 1})
+            reached_after_close = anyio.Event()
+
+            async def bye(call: Call) -> dict[str, Any]:
+                await call.client.close(code=4000, reason="bye", await_pending=True)
+                reached_after_close.set()
+                return {}
+
+            server.handle("Slow", slow)
+            server.handle("Bye", bye)
+            async with make_client(url, call_concurrency=2, reconnect=False) as client:
+                slow_call, bye_call = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(slow_call.run, client.call, "Slow")
+                    await slow.started.wait()
+                    tg.start_soon(bye_call.run, client.call, "Bye")
+                    await anyio.wait_all_tasks_blocked()
+                    assert client.state is State.OPEN  # the close waits for Slow
+                    slow.release.set()
+                assert slow_call.value == {"slow": 1}
+                assert isinstance(bye_call.error, ConnectionClosed)
+                assert (bye_call.error.code, bye_call.error.reason) == (4000, "bye")
+                assert await client.wait_closed() == CloseResult(4000, "bye")
+                assert not reached_after_close.is_set()
+
+
+async def test_a_call_queued_as_the_connection_drops_is_sent_on_the_next_one() -> None:
+    """A call waiting for its `call_concurrency` slot has not gone out: when
+    the connection drops it waits for the reconnect, as a call made while
+    reconnecting does (on either backend, whichever task runs first)."""
+    with anyio.fail_after(5):
+        async with raw_server(subprotocol="ocpp2.0.1") as srv:
+            client = RPCClient(srv.url, "CP1", protocols=["ocpp2.0.1"], ping_interval=None,
+                               backoff=FAST)
+            async with client:
+                peer = await srv.accept()
+                first, queued = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first.run, client.call, "A")
+                    assert (await peer.receive_json())[2] == "A"
+                    tg.start_soon(queued.run, client.call, "B")
+                    await anyio.wait_all_tasks_blocked()
+                    await peer.close(4005, "peer")
+                    again = await srv.accept()
+                    frame = await again.receive_json()
+                    assert frame[2] == "B"
+                    await again.send_json([3, frame[1], {"ok": True}])
+                assert isinstance(first.error, ConnectionClosed)
+                assert (first.error.code, first.error.reason) == (4005, "peer")
+                assert queued.value == {"ok": True}
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.close)
+                    assert await again.expect_close() == (1000, "")
+
+
+async def test_a_call_queued_as_the_connection_drops_for_good_gets_the_final_close() -> None:
+    with anyio.fail_after(5):
+        async with harness.connected(reconnect=True, max_reconnects=0) as pair:
+            client, peer = pair.ours, pair.peer
+            first, queued = Outcome(), Outcome()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first.run, client.call, "A")
+                assert (await peer.receive_json())[2] == "A"
+                tg.start_soon(queued.run, client.call, "B")
+                await anyio.wait_all_tasks_blocked()
+                await peer.close(4005, "peer")
+            assert isinstance(first.error, ConnectionClosed)
+            assert (first.error.code, first.error.reason) == (4005, "peer")
+            assert isinstance(queued.error, ConnectionClosed)  # ocpp-rpc's word for giving up
+            assert (queued.error.code, queued.error.reason) == (1001, "Giving up")
+            assert await client.wait_closed() == CloseResult(1001, "Giving up")
+
+
+async def test_close_while_connecting_drops_the_attempt_at_once() -> None:
+    """close() during the first connection attempt aborts it (as a reconnect),
+    with ocpp-rpc's result for it; the `async with` body then finds the
+    client CLOSED."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            in_auth, release = anyio.Event(), anyio.Event()
+
+            async def auth(handshake: Handshake) -> None:
+                in_auth.set()
+                await release.wait()
+
+            server.auth(auth)
+            client = make_client(url, reconnect=False)
+            inside = Outcome()
+
+            async def use() -> None:
+                async with client:
+                    inside.value = client.state
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(use)
+                await in_auth.wait()  # the upgrade request is in; no answer yet
+                result = await client.close(code=4000, reason="abort")
+                assert result == CloseResult(1001, "Connection aborted")
+                assert client.state is State.CLOSED
+                release.set()
+            assert inside.value is State.CLOSED
+            assert await client.wait_closed() == CloseResult(1001, "Connection aborted")
 
 
 async def test_close_force_drops_tcp_and_the_peer_sees_1006() -> None:

@@ -668,6 +668,7 @@ async def test_result_that_is_not_json_answers_internal_error(end: str) -> None:
         await side.peer.send_json([2, "o1", "Odd", {}])
         answer = await side.peer.receive_json()
         assert answer[:3] == [4, "o1", "InternalError"]
+        assert "object" not in answer[3]  # no type names without detailed errors
         await probe(side.peer)
 
 

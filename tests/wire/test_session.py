@@ -219,10 +219,16 @@ def test_no_handler_answers_not_implemented() -> None:
 
 
 def test_a_result_json_cannot_hold_answers_an_internal_error() -> None:
+    """Why goes out only with detailed errors (the text names the result's types)."""
     exchange: Exchange[str] = Exchange("ocpp2.0.1")
     assert json.loads(exchange.result_reply("m", {"a": 1})) == [3, "m", {"a": 1}]
-    with pytest.raises(RPCInternalError, match="not JSON"):
+    with pytest.raises(RPCInternalError) as caught:
         exchange.result_reply("m", {"a": object()})
+    assert caught.value.message == RPCInternalError.default_message
+    assert isinstance(caught.value.__cause__, TypeError)  # kept for local observers
+    detailed: Exchange[str] = Exchange("ocpp2.0.1", detailed_errors=True)
+    with pytest.raises(RPCInternalError, match="not JSON: Object of type object"):
+        detailed.result_reply("m", {"a": object()})
 
 
 @pytest.mark.parametrize(
