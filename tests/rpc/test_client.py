@@ -17,7 +17,7 @@ import harness
 import pytest
 from anyio.abc import SocketAttribute
 from harness import Accepted, Blocker, Outcome, echo, free_port, serving
-from rawpeer import raw_server
+from rawpeer import RawPeer, raw_server
 from wsproto.utilities import generate_accept_token
 
 from ocpp_rpc import (
@@ -998,6 +998,20 @@ async def test_a_handler_closing_its_own_connection_awaiting_pending_waits_for_t
                 assert not reached_after_close.is_set()
 
 
+async def _peer_closes_with_a_call_queued(
+    tg: anyio.abc.TaskGroup, client: RPCClient, peer: RawPeer
+) -> tuple[Outcome, Outcome]:
+    """Call "A" in flight and "B" queued behind it (call_concurrency=1), then
+    the peer closes with 4005: the outcomes of both, once they end."""
+    first, queued = Outcome(), Outcome()
+    tg.start_soon(first.run, client.call, "A")
+    assert (await peer.receive_json())[2] == "A"
+    tg.start_soon(queued.run, client.call, "B")
+    await anyio.wait_all_tasks_blocked()
+    await peer.close(4005, "peer")
+    return first, queued
+
+
 async def test_a_call_queued_as_the_connection_drops_is_sent_on_the_next_one() -> None:
     """A call waiting for its `call_concurrency` slot has not gone out: when
     the connection drops it waits for the reconnect, as a call made while
@@ -1008,13 +1022,8 @@ async def test_a_call_queued_as_the_connection_drops_is_sent_on_the_next_one() -
                                backoff=FAST)
             async with client:
                 peer = await srv.accept()
-                first, queued = Outcome(), Outcome()
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(first.run, client.call, "A")
-                    assert (await peer.receive_json())[2] == "A"
-                    tg.start_soon(queued.run, client.call, "B")
-                    await anyio.wait_all_tasks_blocked()
-                    await peer.close(4005, "peer")
+                    first, queued = await _peer_closes_with_a_call_queued(tg, client, peer)
                     again = await srv.accept()
                     frame = await again.receive_json()
                     assert frame[2] == "B"
@@ -1030,14 +1039,9 @@ async def test_a_call_queued_as_the_connection_drops_is_sent_on_the_next_one() -
 async def test_a_call_queued_as_the_connection_drops_for_good_gets_the_final_close() -> None:
     with anyio.fail_after(5):
         async with harness.connected(reconnect=True, max_reconnects=0) as pair:
-            client, peer = pair.ours, pair.peer
-            first, queued = Outcome(), Outcome()
+            client = pair.ours
             async with anyio.create_task_group() as tg:
-                tg.start_soon(first.run, client.call, "A")
-                assert (await peer.receive_json())[2] == "A"
-                tg.start_soon(queued.run, client.call, "B")
-                await anyio.wait_all_tasks_blocked()
-                await peer.close(4005, "peer")
+                first, queued = await _peer_closes_with_a_call_queued(tg, client, pair.peer)
             assert isinstance(first.error, ConnectionClosed)
             assert (first.error.code, first.error.reason) == (4005, "peer")
             assert isinstance(queued.error, ConnectionClosed)  # ocpp-rpc's word for giving up
