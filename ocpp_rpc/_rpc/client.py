@@ -660,6 +660,8 @@ class RPCClient:
         if self._closed is None:
             return self._close_result or CloseResult(code, reason)
         if self._close_started:
+            if self._connection is not None:  # a handler waiting for its own close
+                self._connection.excuse_closing_handler()
             await self._closed.wait()
             assert self._close_result is not None
             return self._close_result

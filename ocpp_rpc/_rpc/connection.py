@@ -11,7 +11,6 @@ handlers as `Call.client`): it never reads its owner.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import json
 import logging
@@ -63,12 +62,6 @@ WRITE_BUFFER = 64
 #: Seconds a close handshake may take before TCP is dropped.
 CLOSE_TIMEOUT = 5.0
 
-# The cancel scope of the awaited inbound call whose handler runs in this context:
-# a close(await_pending=True) it makes does not wait for it (it would wait forever).
-_handling: contextvars.ContextVar[anyio.CancelScope | None] = contextvars.ContextVar(
-    "ocpp_rpc_handling", default=None
-)
-
 
 @dataclass(slots=True, eq=False)
 class PendingCall:
@@ -91,7 +84,7 @@ class Connection:
 
     # No instance dict: a server holds one per charger, and most of them sit idle.
     __slots__ = (
-        "_client", "_close_done", "_closer", "_deadlines", "_deferred", "_find_handler",
+        "_client", "_close_done", "_closers", "_deadlines", "_deferred", "_find_handler",
         "_handler_scopes",
         "_idle", "_inline", "_keepalive", "_outbox", "_strict", "_task_group", "_writer",
         "closed", "closing",
@@ -145,12 +138,14 @@ class Connection:
         # error it met).
         self._deferred: tuple[str | bytes, Received[PendingCall] | Exception] | None = None
         # The scopes of awaited inbound calls (a dict: smaller than a set when empty).
-        self._handler_scopes: dict[anyio.CancelScope, None] = {}
+        # Each with the id of the task that runs it, once it runs.
+        self._handler_scopes: dict[anyio.CancelScope, int | None] = {}
         # Made by a close awaiting pending work; set once no outbound call and no
         # inbound handler is pending.
         self._idle: anyio.Event | None = None
-        # The scope of the handler that made the first close (see `_handling`), if one did.
-        self._closer: anyio.CancelScope | None = None
+        # The scopes of handlers that called close() from their own task: a close
+        # awaiting pending work does not wait for them (they wait for it).
+        self._closers: dict[anyio.CancelScope, None] | None = None
         self.closing: CloseResult | None = None  # set once a local close started
         self.closed: CloseResult | None = None
         self._close_done = Latch()
@@ -233,11 +228,11 @@ class Connection:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        scopes = self._handler_scopes
+        scopes, closers = self._handler_scopes, self._closers
         if (
             self._idle is not None
             and not self.exchange.pending
-            and (not scopes or (len(scopes) == 1 and self._closer in scopes))
+            and (not scopes or (closers is not None and all(s in closers for s in scopes)))
         ):
             self._idle.set()
             self._idle = None
@@ -469,7 +464,7 @@ class Connection:
     ) -> None:
         is_call = type(frame) is CallFrame
         reply: str | None = None
-        token = _handling.set(scope)
+        self._handler_scopes[scope] = anyio.get_current_task().id  # see excuse_closing_handler
         try:
             with scope:
                 try:
@@ -479,7 +474,6 @@ class Connection:
             if is_call and reply is not None and not scope.cancelled_caught:
                 await self._send_reply(reply)
         finally:
-            _handling.reset(token)
             self._handler_scopes.pop(scope, None)
             self._finish_inbound(frame, is_call)
 
@@ -698,9 +692,9 @@ class Connection:
         self, code: int, reason: str, *, await_pending: bool, force: bool
     ) -> CloseResult:
         """Close this connection (first close wins); returns how it closed."""
+        self.excuse_closing_handler()
         if self.closing is None and self.closed is None and self._task_group is not None:
             self.closing = CloseResult(code, reason)
-            self._closer = _handling.get()
             # Runs in the connection's task group so that it completes even if the
             # caller is a handler of this connection, which the close cancels.
             closing = self._close(code, reason, await_pending, force)
@@ -713,6 +707,20 @@ class Connection:
         await self._close_done.wait()
         assert self.closed is not None
         return self.closed
+
+    def excuse_closing_handler(self) -> None:
+        """Called by every close(), first or not: if a handler of this
+        connection makes it from its own task (not from a task it started,
+        which may well wait for the handler), a close awaiting pending work
+        no longer waits for that handler, which waits for the close."""
+        if not self._handler_scopes:
+            return
+        task = anyio.get_current_task().id
+        own = next((scope for scope, runs in self._handler_scopes.items() if runs == task), None)
+        if own is not None:
+            self._closers = self._closers or {}
+            self._closers[own] = None
+            self._check_idle()
 
     async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
         self.closing = self.closing or CloseResult(code, reason)

@@ -633,27 +633,32 @@ class WebSocket:
         The reason is truncated to fit the frame.
         """
         check_close_code(code)
-        if self.close_code is None and not self._failing:
-            with anyio.move_on_after(timeout):
-                await self._send_control(CloseConnection(code=code, reason=reason))
-                while self.close_code is None:
-                    if self._failing:  # _fail() ends it, within its own bound
-                        break
-                    if self._receiving:
-                        if self._idle is None:
-                            self._idle = anyio.Event()
-                        await self._idle.wait()
-                        continue
-                    self._draining = True
-                    try:
-                        await self.receive()
-                    except WebSocketClosed:
-                        pass
-                    finally:
-                        self._draining = False
-            if self.close_code is None and not self._failing:  # the peer did not answer
-                await self._finish(*self._end_state(), force=True)
-        await self._closed_latch().wait()
+        try:
+            if self.close_code is None and not self._failing:
+                with anyio.move_on_after(timeout):
+                    await self._send_control(CloseConnection(code=code, reason=reason))
+                    while self.close_code is None:
+                        if self._failing:  # _fail() ends it, within its own bound
+                            break
+                        if self._receiving:
+                            if self._idle is None:
+                                self._idle = anyio.Event()
+                            await self._idle.wait()
+                            continue
+                        self._draining = True
+                        try:
+                            await self.receive()
+                        except WebSocketClosed:
+                            pass
+                        finally:
+                            self._draining = False
+                if self.close_code is None and not self._failing:  # the peer did not answer
+                    await self._finish(*self._end_state(), force=True)
+            await self._closed_latch().wait()
+        except BaseException:  # cancelled halfway: TCP is dropped, never left open
+            with anyio.CancelScope(shield=True):
+                await self.abort()
+            raise
 
     async def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake (close_code 1006)."""

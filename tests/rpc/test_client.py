@@ -998,6 +998,59 @@ async def test_a_handler_closing_its_own_connection_awaiting_pending_waits_for_t
                 assert not reached_after_close.is_set()
 
 
+async def test_a_close_awaiting_pending_that_a_handler_started_in_another_task_waits_for_it(
+) -> None:
+    """A handler that has a close started elsewhere (answer Reset, then go)
+    is waited for: its answer goes out before the close."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url), anyio.create_task_group() as app:
+            closing = anyio.Event()
+            server.on("client", lambda c: c.on("closing", lambda _: closing.set()))
+
+            async def reset(call: Call) -> dict[str, Any]:
+                app.start_soon(functools.partial(
+                    call.client.close, code=4000, reason="reset", await_pending=True
+                ))
+                await closing.wait()  # the close has begun, and waits for this handler
+                return {"status": "Accepted"}
+
+            server.handle("Reset", reset)
+            async with make_client(url, reconnect=False) as client:
+                assert await client.call("Reset") == {"status": "Accepted"}
+                assert await client.wait_closed() == CloseResult(4000, "reset")
+
+
+async def test_a_handler_closing_while_a_close_awaits_it_does_not_wait_for_itself() -> None:
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            accepted = Accepted(server)
+            started, release = anyio.Event(), anyio.Event()
+
+            async def busy(call: Call) -> dict[str, Any]:
+                started.set()
+                await release.wait()
+                await call.client.close(code=4002, reason="from the handler")
+                return {}
+
+            server.handle("Busy", busy)
+            async with make_client(url, reconnect=False) as client:
+                server_client = await accepted.nth(1)
+                outside, busy_call = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(busy_call.run, client.call, "Busy")
+                    await started.wait()
+                    tg.start_soon(functools.partial(
+                        outside.run, server_client.close, code=4001, reason="outside",
+                        await_pending=True,
+                    ))
+                    await anyio.wait_all_tasks_blocked()
+                    assert not outside.done.is_set()  # it waits for Busy
+                    release.set()
+                assert outside.value == CloseResult(4001, "outside")  # the first close wins
+                assert isinstance(busy_call.error, ConnectionClosed)
+                assert await client.wait_closed() == CloseResult(4001, "outside")
+
+
 async def _peer_closes_with_a_call_queued(
     tg: anyio.abc.TaskGroup, client: RPCClient, peer: RawPeer
 ) -> tuple[Outcome, Outcome]:

@@ -1138,6 +1138,27 @@ async def test_client_close_timeout() -> None:
             await done.wait()
 
 
+async def test_a_cancelled_close_drops_tcp() -> None:
+    """Cancelled while it waits for the peer's Close, close() still lets the
+    connection go: the peer sees EOF, nothing is left open."""
+    done = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        _, peer = await raw_accept(stream)
+        assert (await peer.expect_close()).code == 1002
+        await peer.expect_eof()  # never answers
+        done.set()
+
+    with anyio.fail_after(5):
+        async with one_shot_server(handler) as port:
+            ws = await connect(f"ws://127.0.0.1:{port}/")
+            with anyio.move_on_after(0.2) as scope:
+                await ws.close(1002, "no subprotocol agreed", timeout=30)
+            assert scope.cancelled_caught
+            await done.wait()
+            assert ws.close_code == 1006
+
+
 async def test_abort() -> None:
     async def handler(stream: anyio.abc.SocketStream) -> None:
         _, peer = await raw_accept(stream)
