@@ -287,25 +287,30 @@ class MemoryWebSocket:
         are discarded here. The reason is truncated to fit a Close frame.
         """
         check_close_code(code)
-        if self.close_code is None:
-            with anyio.move_on_after(timeout):
-                await self._send_control(_Close(code, reason))
-                while self.close_code is None:
-                    if self._receiving:
-                        if self._idle is None:
-                            self._idle = anyio.Event()
-                        await self._idle.wait()
-                        continue
-                    self._draining = True
-                    try:
-                        await self.receive()
-                    except WebSocketClosed:
-                        pass
-                    finally:
-                        self._draining = False
-            if self.close_code is None:  # the peer did not answer in time
-                self._finish(*self._end_state())
-        await anyio.lowlevel.checkpoint()
+        try:
+            if self.close_code is None:
+                with anyio.move_on_after(timeout):
+                    await self._send_control(_Close(code, reason))
+                    while self.close_code is None:
+                        if self._receiving:
+                            if self._idle is None:
+                                self._idle = anyio.Event()
+                            await self._idle.wait()
+                            continue
+                        self._draining = True
+                        try:
+                            await self.receive()
+                        except WebSocketClosed:
+                            pass
+                        finally:
+                            self._draining = False
+                if self.close_code is None:  # the peer did not answer in time
+                    self._finish(*self._end_state())
+            await anyio.lowlevel.checkpoint()
+        except BaseException:  # cancelled halfway: dropped, as a socket's WebSocket is
+            if self.close_code is None:
+                self._finish(1006, "")
+            raise
 
     async def abort(self) -> None:
         """Drop the connection now, without a closing handshake (close_code 1006)."""

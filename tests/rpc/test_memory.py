@@ -128,6 +128,17 @@ async def test_close_without_an_answer_keeps_our_code_after_the_timeout() -> Non
     assert (info.value.code, info.value.reason) == (4002, "gone")
 
 
+async def test_a_cancelled_close_drops_the_connection_as_a_socket_would() -> None:
+    a, b = memory_pair()
+    with anyio.move_on_after(0.05) as scope:
+        await a.close(4002, "gone", timeout=30)  # b never answers
+    assert scope.cancelled_caught
+    assert a.close_code == 1006
+    with anyio.fail_after(5), pytest.raises(WebSocketClosed):
+        while True:  # b reads our Close, or finds the connection dropped
+            await b.receive()
+
+
 async def test_close_rejects_a_code_no_close_frame_carries() -> None:
     a, _ = memory_pair()
     for code in (1005, 1006, 1015, 5000):
