@@ -31,6 +31,17 @@ def on_asyncio() -> bool:
     return _running_asyncio_loop() is not None
 
 
+def current_task_id() -> int:
+    """The running task's `anyio.get_current_task().id` (the id of the
+    backend's task object), at a fifth of its cost."""
+    if _running_asyncio_loop() is not None:
+        return id(asyncio.current_task())
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        return id(trio.lowlevel.current_task())
+    return anyio.get_current_task().id
+
+
 def new_event() -> EventLike:
     """An `asyncio.Event` on asyncio, a `trio.Event` on trio (anyio's only other
     backend), else an `anyio.Event`."""

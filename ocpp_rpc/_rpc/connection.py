@@ -22,7 +22,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from .._concurrency.events import EventLike, new_event
+from .._concurrency.events import EventLike, current_task_id, new_event
 from .._concurrency.latch import Latch
 from .._transport.websocket import WebSocket
 from .._wire.codec import (
@@ -464,7 +464,7 @@ class Connection:
     ) -> None:
         is_call = type(frame) is CallFrame
         reply: str | None = None
-        self._handler_scopes[scope] = anyio.get_current_task().id  # see excuse_closing_handler
+        self._handler_scopes[scope] = current_task_id()  # see excuse_closing_handler
         try:
             with scope:
                 try:
@@ -715,7 +715,7 @@ class Connection:
         no longer waits for that handler, which waits for the close."""
         if not self._handler_scopes:
             return
-        task = anyio.get_current_task().id
+        task = current_task_id()
         own = next((scope for scope, runs in self._handler_scopes.items() if runs == task), None)
         if own is not None:
             self._closers = self._closers or {}

@@ -7,7 +7,7 @@ import asyncio
 import anyio
 import pytest
 
-from ocpp_rpc._concurrency.events import new_event
+from ocpp_rpc._concurrency.events import current_task_id, new_event
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +54,17 @@ async def test_on_asyncio_tells_the_running_backend(anyio_backend: str) -> None:
     from ocpp_rpc._concurrency.events import on_asyncio
 
     assert on_asyncio() is (anyio_backend == "asyncio")
+
+
+async def test_current_task_id_is_anyios_task_id() -> None:
+    ids: list[tuple[int, int]] = []
+
+    async def child() -> None:
+        ids.append((current_task_id(), anyio.get_current_task().id))
+
+    ids.append((current_task_id(), anyio.get_current_task().id))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+        tg.start_soon(child)
+    assert all(ours == anyios for ours, anyios in ids)
+    assert len({ours for ours, _ in ids}) == 3  # one per task
