@@ -166,9 +166,8 @@ class RPCClient:
         self._limiter: CallSlots | None = None
         self._state_changed: anyio.Event | None = None  # made by a task waiting for a change
         self._closed: Latch | None = None
-        self._close_started = False
         self._close_result: CloseResult | None = None
-        self._close_requested: CloseResult | None = None  # what a close() under way asked for
+        self._close_requested: CloseResult | None = None  # what close() asked for, once called
         self._last_close: CloseResult | None = None
         self._reconnect_scope: anyio.CancelScope | None = None
         #: Keeps the connection's ping times (None: the connection runs a pinger task).
@@ -244,6 +243,10 @@ class RPCClient:
 
     # -- lifetime --------------------------------------------------------------------
 
+    @property
+    def _close_started(self) -> bool:
+        return self._close_requested is not None
+
     def _set_state(self, state: State) -> None:
         self._state = state
         if self._state_changed is not None:
@@ -254,7 +257,6 @@ class RPCClient:
         self._limiter = CallSlots(self._options.call_concurrency)
         self._state_changed = None
         self._closed = Latch()
-        self._close_started = False
         self._close_result = None
         self._close_requested = None
         self._last_close = None
@@ -665,7 +667,6 @@ class RPCClient:
             await self._closed.wait()
             assert self._close_result is not None
             return self._close_result
-        self._close_started = True
         self._close_requested = CloseResult(code, reason)
         if self._state is State.CLOSED:
             self._close_result = self._last_close or CloseResult(code, reason)

@@ -61,6 +61,8 @@ next_message_id = MessageIds()
 WRITE_BUFFER = 64
 #: Seconds a close handshake may take before TCP is dropped.
 CLOSE_TIMEOUT = 5.0
+#: In `Connection._handler_scopes`: a handler waiting for its own close (no task's id).
+EXCUSED = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -84,8 +86,7 @@ class Connection:
 
     # No instance dict: a server holds one per charger, and most of them sit idle.
     __slots__ = (
-        "_client", "_close_done", "_closers", "_deadlines", "_deferred", "_find_handler",
-        "_handler_scopes",
+        "_client", "_close_done", "_deadlines", "_deferred", "_find_handler", "_handler_scopes",
         "_idle", "_inline", "_keepalive", "_outbox", "_strict", "_task_group", "_writer",
         "closed", "closing",
         "config", "events", "exchange", "identity", "protocol", "transport",
@@ -138,14 +139,12 @@ class Connection:
         # error it met).
         self._deferred: tuple[str | bytes, Received[PendingCall] | Exception] | None = None
         # The scopes of awaited inbound calls (a dict: smaller than a set when empty).
-        # Each with the id of the task that runs it, once it runs.
+        # Each with the id of the task that runs it once it runs, `EXCUSED` once
+        # it waits for its own close (see `excuse_closing_handler`).
         self._handler_scopes: dict[anyio.CancelScope, int | None] = {}
         # Made by a close awaiting pending work; set once no outbound call and no
         # inbound handler is pending.
         self._idle: anyio.Event | None = None
-        # The scopes of handlers that called close() from their own task: a close
-        # awaiting pending work does not wait for them (they wait for it).
-        self._closers: dict[anyio.CancelScope, None] | None = None
         self.closing: CloseResult | None = None  # set once a local close started
         self.closed: CloseResult | None = None
         self._close_done = Latch()
@@ -228,11 +227,10 @@ class Connection:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        scopes, closers = self._handler_scopes, self._closers
         if (
             self._idle is not None
             and not self.exchange.pending
-            and (not scopes or (closers is not None and all(s in closers for s in scopes)))
+            and all(runs == EXCUSED for runs in self._handler_scopes.values())
         ):
             self._idle.set()
             self._idle = None
@@ -713,14 +711,14 @@ class Connection:
         connection makes it from its own task (not from a task it started,
         which may well wait for the handler), a close awaiting pending work
         no longer waits for that handler, which waits for the close."""
-        if not self._handler_scopes:
-            return
-        task = current_task_id()
-        own = next((scope for scope, runs in self._handler_scopes.items() if runs == task), None)
-        if own is not None:
-            self._closers = self._closers or {}
-            self._closers[own] = None
-            self._check_idle()
+        scopes = self._handler_scopes
+        if scopes:
+            task = current_task_id()
+            for scope, runs in scopes.items():
+                if runs == task:
+                    scopes[scope] = EXCUSED
+                    self._check_idle()
+                    return
 
     async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
         self.closing = self.closing or CloseResult(code, reason)

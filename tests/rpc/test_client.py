@@ -1012,6 +1012,7 @@ async def test_a_close_awaiting_pending_that_a_handler_started_in_another_task_w
                     call.client.close, code=4000, reason="reset", await_pending=True
                 ))
                 await closing.wait()  # the close has begun, and waits for this handler
+                await anyio.wait_all_tasks_blocked()  # (one that did not would close now)
                 return {"status": "Accepted"}
 
             server.handle("Reset", reset)
