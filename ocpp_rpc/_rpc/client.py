@@ -430,6 +430,20 @@ class RPCClient:
     async def _serve(self, transport: Transport, first: Callable[[], Awaitable[None]] | None = None
                      ) -> CloseResult:
         """Run one open connection until it ends; emits open/disconnect."""
+        connection = self._attach(transport)
+        try:
+            if self._close_started:
+                return await self._abandon(connection)
+            return await connection.run(first)
+        finally:
+            self._detach(connection)
+
+    # `_serve` in three parts, for the server, which runs them in its own
+    # frame: an idle connection holds one coroutine less.
+
+    def _attach(self, transport: Transport) -> Connection:
+        """The connection on `transport`, now the current one; emits open
+        (unless close() came while connecting: then CLOSING, see `_abandon`)."""
         if not self._connected_once:
             self._connected_once = True
             self._protocol = transport.subprotocol
@@ -449,16 +463,18 @@ class RPCClient:
         else:
             self._set_state(State.OPEN)
             self._observers.emit("open", OpenEvent(self._protocol))
-        try:
-            if self._close_started:
-                connection.discard()
-                await transport.close(*(self._close_result or (1000, "")))
-                return self._close_result or CloseResult(1000, "")
-            return await connection.run(first)
-        finally:
-            self._connection = None
-            result = connection.closed or CloseResult(1006, "")
-            self._observers.emit("disconnect", result)
+        return connection
+
+    async def _abandon(self, connection: Connection) -> CloseResult:
+        """Close a connection that close() came before (instead of running it)."""
+        connection.discard()
+        await connection.transport.close(*(self._close_result or (1000, "")))
+        return self._close_result or CloseResult(1000, "")
+
+    def _detach(self, connection: Connection) -> None:
+        """`connection` ended: no current one; emits disconnect."""
+        self._connection = None
+        self._observers.emit("disconnect", connection.closed or CloseResult(1006, ""))
 
     async def _reconnect(self) -> Transport | CloseResult:
         """Reconnect with backoff; a CloseResult when giving up or closed."""

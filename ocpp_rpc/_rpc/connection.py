@@ -133,7 +133,7 @@ class Connection:
         # only answers never needs it (and the collector never walks it).
         self._deadlines: TimerHeap[str] | None = None
         self._task_group: TaskGroup | None = None
-        # Our own WebSocket takes sink and immediate writes (`_take_now`).
+        # Our own WebSocket takes sink and immediate writes (`__call__`).
         self._inline = transport if type(transport) is WebSocket else None
         # What the sink began for the message it left to the reader (or the
         # error it met).
@@ -241,7 +241,7 @@ class Connection:
         transport = self.transport
         inline = self._inline
         if inline is not None:  # messages that need no waiting are dealt with as they come
-            inline.set_sink(self._take_now)
+            inline.set_sink(self)
         try:
             while True:
                 try:
@@ -305,12 +305,14 @@ class Connection:
                 return False
         return True
 
-    def _take_now(self, message: str | bytes) -> bool:
+    def __call__(self, message: str | bytes) -> bool:
         """The transport's sink (`WebSocket.set_sink`): deal with `message` as
         it arrives when that needs no waiting, which is what a synchronous
         handler's call, an answer and a refusal need while the outbox has room
         for the one frame they may send back. False: the reader takes it
-        (what the exchange made of it already is in `_deferred`)."""
+        (what the exchange made of it already is in `_deferred`). The
+        connection is the sink itself, not a bound method of it: one object
+        less per idle connection."""
         if self._task_group is None or self._outbox.full or self.closed is not None:
             return False
         try:

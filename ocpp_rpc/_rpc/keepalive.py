@@ -52,7 +52,7 @@ class KeepAlive:
         self._task_group: TaskGroup | None = None  # set while the connection runs
         self._scope: anyio.CancelScope | None = None  # the pinger task, or a ping in flight
         self._timer: Timer | None = None  # the next ping, in the shared TimerService
-        self._interval = math.inf  # of the pings the TimerService times (see _due)
+        self._interval = math.inf  # of the pings the TimerService times (see __call__)
         self.last_activity = 0.0
 
     def start(self, task_group: TaskGroup, interval: float | None) -> None:
@@ -97,11 +97,12 @@ class KeepAlive:
 
     def _schedule(self, interval: float) -> None:
         assert self._timers is not None
-        # The interval waits here, not in a partial: one object less per connection.
+        # The interval waits here, not in a partial, and the timer calls this
+        # object, not a bound method: each is one object less per connection.
         self._interval = interval
-        self._timer = self._timers.schedule(self.last_activity + interval, self._due)
+        self._timer = self._timers.schedule(self.last_activity + interval, self)
 
-    def _due(self) -> None:
+    def __call__(self) -> None:
         """The TimerService says it is time: ping in a task of its own, unless
         activity (defer_pings_on_activity) moved the ping later."""
         self._timer = None

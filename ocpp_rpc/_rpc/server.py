@@ -650,9 +650,14 @@ class RPCServer:
                 client._run_on_client, on_client
             )
             result: CloseResult | None = None
+            connection = client._attach(transport)  # `_serve`, without its coroutine
             try:
-                result = await client._serve(transport, first)
+                if client._close_started:
+                    result = await client._abandon(connection)
+                else:
+                    result = await connection.run(first)
             finally:
+                client._detach(connection)
                 closed = client._closed_for_good(result)
                 logger.info("%r disconnected (%s %s)", identity, closed.code, closed.reason)
         finally:

@@ -571,49 +571,47 @@ class TrioSocketStream(anyio.abc.SocketStream):
         if self._receiving:
             raise anyio.BusyResourceError("reading from")
         self._receiving = True
-        try:
-            return await self._receive(max_bytes)
+        try:  # one coroutine, not two: an idle connection waits in it
+            sock = self._sock
+            if self._drained:
+                # A recv now would most likely fail with EAGAIN. Waiting is also a
+                # checkpoint; bytes that came in meanwhile end it at once.
+                self._drained = False
+                self._immediate = 0
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                if sock.fileno() >= 0:  # else (closed under us) the recv below says so
+                    try:
+                        await self._wait_readable(sock)
+                    except self._trio_closed:
+                        raise anyio.ClosedResourceError from None
+            elif self._immediate >= _YIELD_EVERY:
+                # Before the recv: a cancellation here loses no bytes.
+                self._immediate = 0
+                await self._checkpoint()
+            while True:
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                try:
+                    data = sock.recv(max_bytes)
+                except BlockingIOError:
+                    self._immediate = 0
+                    try:
+                        await self._wait_readable(sock)
+                    except self._trio_closed:
+                        raise anyio.ClosedResourceError from None
+                    continue
+                except OSError as exc:
+                    raise self._error(exc) from exc
+                break
+            self._immediate += 1
+            self._drained = len(data) < max_bytes
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
         finally:
             self._receiving = False
-
-    async def _receive(self, max_bytes: int) -> bytes:
-        sock = self._sock
-        if self._drained:
-            # A recv now would most likely fail with EAGAIN. Waiting is also a
-            # checkpoint; bytes that came in meanwhile end it at once.
-            self._drained = False
-            self._immediate = 0
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if sock.fileno() >= 0:  # else (closed under us) the recv below says so
-                try:
-                    await self._wait_readable(sock)
-                except self._trio_closed:
-                    raise anyio.ClosedResourceError from None
-        elif self._immediate >= _YIELD_EVERY:
-            # Before the recv: a cancellation here loses no bytes.
-            self._immediate = 0
-            await self._checkpoint()
-        while True:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            try:
-                data = sock.recv(max_bytes)
-            except BlockingIOError:
-                self._immediate = 0
-                try:
-                    await self._wait_readable(sock)
-                except self._trio_closed:
-                    raise anyio.ClosedResourceError from None
-                continue
-            except OSError as exc:
-                raise self._error(exc) from exc
-            break
-        self._immediate += 1
-        self._drained = len(data) < max_bytes
-        if not data:
-            raise anyio.EndOfStream
-        return data
 
     def send_now(self, item: bytes) -> int:
         """Give the socket what it takes of `item` without waiting, and return

@@ -43,7 +43,7 @@ from .upgrade import read_upgrade_request as read_upgrade_request
 from .upgrade import reject_upgrade as reject_upgrade
 
 _RECEIVE_SIZE = 65536
-_CORK_LIMIT = 256  # frames corked (see WebSocket._receive) before they are written anyway
+_CORK_LIMIT = 256  # frames corked (see WebSocket.receive) before they are written anyway
 # Bound on failing a connection (last Close, draining the peer) and on a graceful close.
 _FAIL_TIMEOUT = 2.0
 # A peer that takes no byte for `write_timeout` is sent this Close (it may read
@@ -163,7 +163,7 @@ class WebSocket:
         self._sink_context: contextvars.Context | None = None  # ... and in this context
         self._batch: list[str | bytes] | None = None  # what the sink sends, while it runs
         # What is sent while the task in `receive` works through the messages of
-        # one read: written together before it reads again (see `_receive`).
+        # one read: written together before it reads again (see `receive`).
         self._cork: list[str | bytes] | None = None
         self._write_timeout: float | None = None
         self.subprotocol = subprotocol
@@ -289,89 +289,88 @@ class WebSocket:
                 raise self._closed_error()
             raise RuntimeError("another task is already in WebSocket.receive()")
         self._receiving = True
+        # One coroutine, not two: an idle connection's reader waits in it.
         try:
-            return await self._receive()
+            while self.close_code is None:
+                if self._failing:  # another task fails the connection; the reading is this task's
+                    await self._drain()
+                    await self._closed_latch().wait()
+                    break
+                for event in self._events:
+                    if type(event) is str or type(event) is bytes:  # a whole frame
+                        return event
+                    if isinstance(event, (TextMessage, BytesMessage)):
+                        data = cast("str | bytes", event.data)
+                        if isinstance(data, str) and not data.isascii():
+                            size = self._message_size + len(data.encode("utf-8"))
+                        else:
+                            size = self._message_size + len(data)
+                        if size > self._max_message_size:
+                            await self._fail(1009, "message too big", reading=True)
+                            raise self._closed_error()
+                        if not event.message_finished:
+                            self._message_size = size
+                            if data:
+                                if self._parts is None:
+                                    self._parts = []
+                                self._parts.append(data)
+                            continue
+                        self._message_size = 0
+                        parts = self._parts
+                        if not parts:
+                            return data
+                        self._parts = None
+                        parts.append(data)
+                        if isinstance(data, str):
+                            return "".join(cast("list[str]", parts))
+                        return b"".join(cast("list[bytes]", parts))
+                    elif isinstance(event, Ping):
+                        await self._send_control(event.response(), reading=True)
+                        if self.close_code is not None or self._failing:
+                            break
+                    elif isinstance(event, Pong):
+                        self._resolve_pings(event.payload)
+                    elif isinstance(event, CloseConnection):
+                        await self._on_close(event.code, event.reason or "")
+                        raise self._closed_error()
+                else:
+                    self._events = _NO_EVENTS  # an idle connection holds no iterator of its own
+                    if self._cork is not None:
+                        await self._uncork()
+                        continue  # it may have ended or failed the WebSocket
+                    try:
+                        data = await self.stream.receive(_RECEIVE_SIZE)
+                    except _STREAM_ERRORS:
+                        await self._finish(*self._end_state())
+                        break
+                    if not data:  # nudged: the sink left messages or events in _events
+                        continue
+                    if self._failing:
+                        self._splitter.discard(data)
+                    else:
+                        items = self._splitter.feed(data)
+                        sink = self._sink
+                        if (
+                            sink is not None
+                            and self._flat  # see set_sink
+                            and type(items) is list
+                            and not self._draining  # close() reads on until the peer's Close
+                        ):
+                            await self._run_sink(sink, items)
+                            continue
+                        if type(items) is list and len(items) > 1:
+                            # Several messages in one read (a peer with calls in
+                            # flight): their answers go out in one write, not one
+                            # each, before the next read.
+                            self._cork = []
+                        self._events = iter(items)
+            raise self._closed_error()
+
         finally:
             self._receiving = False
             if self._idle is not None:
                 self._idle.set()
                 self._idle = None
-
-    async def _receive(self) -> str | bytes:
-        while self.close_code is None:
-            if self._failing:  # another task fails the connection; the reading is this task's
-                await self._drain()
-                await self._closed_latch().wait()
-                break
-            for event in self._events:
-                if type(event) is str or type(event) is bytes:  # a whole frame
-                    return event
-                if isinstance(event, (TextMessage, BytesMessage)):
-                    data = cast("str | bytes", event.data)
-                    if isinstance(data, str) and not data.isascii():
-                        size = self._message_size + len(data.encode("utf-8"))
-                    else:
-                        size = self._message_size + len(data)
-                    if size > self._max_message_size:
-                        await self._fail(1009, "message too big", reading=True)
-                        raise self._closed_error()
-                    if not event.message_finished:
-                        self._message_size = size
-                        if data:
-                            if self._parts is None:
-                                self._parts = []
-                            self._parts.append(data)
-                        continue
-                    self._message_size = 0
-                    parts = self._parts
-                    if not parts:
-                        return data
-                    self._parts = None
-                    parts.append(data)
-                    if isinstance(data, str):
-                        return "".join(cast("list[str]", parts))
-                    return b"".join(cast("list[bytes]", parts))
-                elif isinstance(event, Ping):
-                    await self._send_control(event.response(), reading=True)
-                    if self.close_code is not None or self._failing:
-                        break
-                elif isinstance(event, Pong):
-                    self._resolve_pings(event.payload)
-                elif isinstance(event, CloseConnection):
-                    await self._on_close(event.code, event.reason or "")
-                    raise self._closed_error()
-            else:
-                self._events = _NO_EVENTS  # an idle connection holds no iterator of its own
-                if self._cork is not None:
-                    await self._uncork()
-                    continue  # it may have ended or failed the WebSocket
-                try:
-                    data = await self.stream.receive(_RECEIVE_SIZE)
-                except _STREAM_ERRORS:
-                    await self._finish(*self._end_state())
-                    break
-                if not data:  # nudged: the sink left messages or events in _events
-                    continue
-                if self._failing:
-                    self._splitter.discard(data)
-                else:
-                    items = self._splitter.feed(data)
-                    sink = self._sink
-                    if (
-                        sink is not None
-                        and self._flat  # see set_sink
-                        and type(items) is list
-                        and not self._draining  # close() reads on until the peer's Close
-                    ):
-                        await self._run_sink(sink, items)
-                        continue
-                    if type(items) is list and len(items) > 1:
-                        # Several messages in one read (a peer with calls in
-                        # flight): their answers go out in one write, not one
-                        # each, before the next read.
-                        self._cork = []
-                    self._events = iter(items)
-        raise self._closed_error()
 
     async def _run_sink(
         self, sink: Callable[[str | bytes], bool], items: list[str | bytes | Event]
@@ -387,7 +386,7 @@ class WebSocket:
                 if cork is not None and len(cork) >= _CORK_LIMIT:
                     await self._uncork()
                     if self.close_code is not None or self._failing:
-                        self._events = iter(items[i + 1 :])  # `_receive` ends it
+                        self._events = iter(items[i + 1 :])  # `receive` ends it
                         return
                     self._cork = []
                 continue
@@ -395,7 +394,7 @@ class WebSocket:
             return
 
     async def _uncork(self) -> None:
-        """Write what was corked (see `_receive`), from the task in `receive`."""
+        """Write what was corked (see `receive`), from the task in `receive`."""
         cork, self._cork = self._cork, None
         if not cork:
             return

@@ -1,6 +1,6 @@
 """Messages dealt with as they arrive, by the transport's sink (on asyncio in
 the stream's callback, on trio in the WebSocket's own read loop) rather than
-one at a time by the reader task (see `Connection._take_now`): to a handler
+one at a time by the reader task (see `Connection.__call__`): to a handler
 and to the peer this must look exactly like the reader's way, on both
 backends. Real sockets, a raw peer."""
 
