@@ -650,14 +650,16 @@ class RPCServer:
                 client._run_on_client, on_client
             )
             result: CloseResult | None = None
-            connection = client._attach(transport)  # `_serve`, without its coroutine
-            try:
+            connection = None
+            try:  # `_serve`, without its coroutine
+                connection = client._attach(transport)
                 if client._close_started:
                     result = await client._abandon(connection)
                 else:
                     result = await connection.run(first)
             finally:
-                client._detach(connection)
+                if connection is not None:
+                    client._detach(connection)
                 closed = client._closed_for_good(result)
                 logger.info("%r disconnected (%s %s)", identity, closed.code, closed.reason)
         finally:

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from harness import Accepted, Blocker, Outcome, make_client, serving, task_count
+from harness import Accepted, Blocker, Outcome, leaves, make_client, serving, task_count
 from rawpeer import raw_client
 
 from ocpp_rpc import (
@@ -737,3 +737,37 @@ async def test_server_client_is_an_rpc_client_that_can_call_its_peer() -> None:
                 assert server_client.state is State.CLOSED
                 with pytest.raises(ConnectionClosed):
                     await server_client.call("GetConfiguration", {"key": "x"})
+
+
+async def test_a_base_exception_as_a_connection_opens_still_closes_its_client() -> None:
+    """A BaseException from an `open` observer takes the server down, as any
+    would; the client it was opening still ends CLOSED, with its `close` event."""
+
+    class Boom(BaseException):
+        pass
+
+    accepted: list[ServerClient] = []
+    closes: list[int] = []
+
+    def on_client(client: ServerClient) -> None:
+        accepted.append(client)
+        client.on("close", lambda result: closes.append(result.code))
+
+        def opened(_: object) -> None:
+            raise Boom
+
+        client.on("open", opened)
+
+    with anyio.fail_after(10), pytest.raises(BaseException) as raised:
+        async with serving(protocols=["ocpp1.6"]) as (server, url):
+            server.on("client", on_client)
+            async with make_client(
+                url, "cp1", protocols=["ocpp1.6"], reconnect=False
+            ) as client:
+                await client.wait_closed()
+    assert any(isinstance(leaf, Boom) for leaf in leaves(raised.value)), raised.value
+    (server_side,) = accepted
+    assert server_side.state is State.CLOSED
+    assert closes == [1006]
+    with anyio.fail_after(1):
+        assert (await server_side.wait_closed()).code == 1006
