@@ -163,6 +163,9 @@ class RPCClient:
         self._connected_once = False
         self._connection: Connection | None = None
         self._task_group: TaskGroup | None = None
+        self._started = False  # its `async with` (or the server's) began
+        # Made by the first call and by the first task to wait for CLOSED (see
+        # `_slots`, `_closed_latch`): many a server's client never needs them.
         self._limiter: CallSlots | None = None
         self._state_changed: anyio.Event | None = None  # made by a task waiting for a change
         self._closed: Latch | None = None
@@ -254,9 +257,10 @@ class RPCClient:
             self._state_changed = None
 
     def _init_primitives(self) -> None:
-        self._limiter = CallSlots(self._options.call_concurrency)
+        self._started = True
+        self._limiter = None
         self._state_changed = None
-        self._closed = Latch()
+        self._closed = None
         self._close_result = None
         self._close_requested = None
         self._last_close = None
@@ -375,9 +379,22 @@ class RPCClient:
             self._close_result = self._last_close
         self._set_state(State.CLOSED)
         self._observers.emit("close", self._close_result)
-        assert self._closed is not None
-        self._closed.set()
+        self._closed_latch().set()
         return self._close_result
+
+    def _closed_latch(self) -> Latch:
+        """The latch set once CLOSED for good, made by its first waiter or setter."""
+        latch = self._closed
+        if latch is None:
+            latch = self._closed = Latch()
+        return latch
+
+    def _slots(self) -> CallSlots:
+        """The `call_concurrency` slots, made by the first call."""
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = CallSlots(self._options.call_concurrency)
+        return limiter
 
     async def _connect(self, protocols: Sequence[str]) -> Transport:
         """One connection attempt; raises ConnectError on failure."""
@@ -571,7 +588,7 @@ class RPCClient:
                     "durable=True needs a store: RPCClient(..., store=SQLiteStore(path)); "
                     "a server-side ServerClient has none"
                 )
-        if self._close_started or self._state is State.CLOSED or self._limiter is None:
+        if self._close_started or self._state is State.CLOSED or not self._started:
             raise self._closed_error()
         if params is None:
             params = {}
@@ -581,7 +598,7 @@ class RPCClient:
             if self._durable is None:
                 raise self._closed_error()
             return await self._durable.call(method, params, timeout)
-        async with self._limiter:
+        async with self._slots():
             connection = self._connection
             if self._state is State.OPEN and connection is not None and connection.closed is None:
                 deadline = anyio.current_time() + timeout  # no scope needed: nothing to wait for
@@ -614,8 +631,7 @@ class RPCClient:
     async def _send_durable(self, call: StoredCall) -> Any:
         """One attempt of a durable call, through the normal path: a
         `call_concurrency` slot, then `call_timeout` for the answer."""
-        assert self._limiter is not None
-        async with self._limiter:
+        async with self._slots():
             connection = await self._wait_open()
             # The first attempt on each connection goes under the call's own
             # id, so that a CSMS that saw it before (its answer was lost with
@@ -675,12 +691,12 @@ class RPCClient:
         code that a Close frame cannot carry (e.g. 1005, 1006).
         """
         check_close_code(code)
-        if self._closed is None:
+        if not self._started:
             return self._close_result or CloseResult(code, reason)
         if self._close_started:
             if self._connection is not None:  # a handler waiting for its own close
                 self._connection.excuse_closing_handler()
-            await self._closed.wait()
+            await self._closed_latch().wait()
             assert self._close_result is not None
             return self._close_result
         self._close_requested = CloseResult(code, reason)
@@ -702,14 +718,14 @@ class RPCClient:
             )
             if self._reconnect_scope is not None:
                 self._reconnect_scope.cancel()
-        await self._closed.wait()
+        await self._closed_latch().wait()
         return self._close_result
 
     async def wait_closed(self) -> CloseResult:
         """Wait until the client is CLOSED for good; returns how it closed."""
-        if self._closed is None:
+        if not self._started:
             return self._close_result or self._last_close or CloseResult(1006, "")
-        await self._closed.wait()
+        await self._closed_latch().wait()
         assert self._close_result is not None
         return self._close_result
 

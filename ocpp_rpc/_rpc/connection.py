@@ -147,7 +147,7 @@ class Connection:
         self._idle: anyio.Event | None = None
         self.closing: CloseResult | None = None  # set once a local close started
         self.closed: CloseResult | None = None
-        self._close_done = Latch()
+        self._close_done: Latch | None = None  # made by its first waiter or setter
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class Connection:
             result = self.closed or CloseResult(1006, "")
             self.closed = result
             self._fail_pending(ConnectionClosed(*result))
-            self._close_done.set()
+            self._done_latch().set()
         return result
 
     def discard(self) -> None:
@@ -216,6 +216,13 @@ class Connection:
         self._fail_pending(ConnectionClosed(*self.closed))
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
+
+    def _done_latch(self) -> Latch:
+        """The latch set once `run` has ended, made by its first waiter or setter."""
+        latch = self._close_done
+        if latch is None:
+            latch = self._close_done = Latch()
+        return latch
 
     def _fail_pending(self, error: ConnectionClosed) -> None:
         pending = self.exchange.pending
@@ -704,7 +711,7 @@ class Connection:
                 # The task group is winding down, cancelled from outside (e.g. the
                 # scope around `async with` this client): run() drops the transport.
                 closing.close()
-        await self._close_done.wait()
+        await self._done_latch().wait()
         assert self.closed is not None
         return self.closed
 

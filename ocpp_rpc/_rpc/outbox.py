@@ -24,18 +24,21 @@ class Outbox:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._frames: list[str | bytes] = []  # not a deque: much bigger per idle connection
+        # None while empty: an idle connection holds no list (nor a deque, bigger still).
+        self._frames: list[str | bytes] | None = None
         self._wakeup: EventLike | None = None  # the writer waits for a frame
         self._room: EventLike | None = None  # senders wait for room
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._frames)
+        frames = self._frames
+        return 0 if frames is None else len(frames)
 
     @property
     def full(self) -> bool:
         """Whether `put` would wait."""
-        return len(self._frames) >= self._size
+        frames = self._frames
+        return frames is not None and len(frames) >= self._size
 
     @property
     def closed(self) -> bool:
@@ -46,12 +49,12 @@ class Outbox:
         while True:
             if self._closed:
                 raise OutboxClosed
-            if len(self._frames) < self._size:
+            if not self.full:
                 break
             if self._room is None:
                 self._room = new_event()
             await self._room.wait()
-        self._frames.append(frame)
+        self._append(frame)
         if self._wakeup is not None:
             self._wakeup.set()
             self._wakeup = None
@@ -60,7 +63,7 @@ class Outbox:
         """Queue `frame` now (call it when not `full`; OutboxClosed once closed)."""
         if self._closed:
             raise OutboxClosed
-        self._frames.append(frame)
+        self._append(frame)
         if self._wakeup is not None:
             self._wakeup.set()
             self._wakeup = None
@@ -76,11 +79,19 @@ class Outbox:
             if not self._frames and not self._closed:
                 return []
         frames = self._frames
-        self._frames = []
+        assert frames is not None
+        self._frames = None
         if self._room is not None:
             self._room.set()
             self._room = None
         return frames
+
+    def _append(self, frame: str | bytes) -> None:
+        frames = self._frames
+        if frames is None:
+            self._frames = [frame]
+        else:
+            frames.append(frame)
 
     def interrupt(self) -> None:
         """Make a waiting `take` return an empty list (its writer may retire)."""

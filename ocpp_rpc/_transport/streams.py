@@ -264,7 +264,11 @@ class _Protocol(asyncio.Protocol):
             and consumer(data)
         ):
             return
-        stream._buffer.append(data)
+        buffer = stream._buffer
+        if buffer is None:
+            stream._buffer = [data]
+        else:
+            buffer.append(data)
         stream._buffered += len(data)
         if stream._buffered > _HIGH_WATER and not stream._reading_paused:
             stream._reading_paused = True
@@ -331,9 +335,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self.consumer: Callable[[bytes], bool] | None = None
         self._nudged = False
         self._transport = transport
-        # A list, not a deque (which is big for an idle connection): it holds a chunk or two.
-        self._buffer: list[bytes] = [bytes(chunk) for chunk in pending]
-        self._buffered = sum(len(chunk) for chunk in self._buffer)
+        # A list, not a deque (which is big for an idle connection): it holds a chunk
+        # or two; None while empty, so that an idle connection holds no list at all.
+        buffer = [bytes(chunk) for chunk in pending]
+        self._buffer: list[bytes] | None = buffer or None
+        self._buffered = sum(map(len, buffer))
         self._reading_paused = True  # anyio pauses reading between receives
         self._can_write = True
         self._eof = self._lost = self._closed = False
@@ -417,8 +423,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
-        buffer = self._buffer
-        while not buffer or self._nudged:  # a nudge goes before bytes that came after it
+        while not self._buffer or self._nudged:  # a nudge goes before bytes that came after it
             if self._nudged:
                 self._nudged = False
                 return b""
@@ -439,10 +444,13 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 await waiter
             finally:
                 self._read_waiter = None
+        buffer = self._buffer
         chunk = buffer.pop(0)
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
             buffer.insert(0, rest)
+        elif not buffer:
+            self._buffer = None
         self._buffered -= len(chunk)
         if self._reading_paused and self._buffered <= _LOW_WATER and not self._lost:
             self._reading_paused = False
