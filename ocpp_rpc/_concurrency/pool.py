@@ -161,13 +161,22 @@ class TaskPool:
                 self._wake = None
 
     async def _guard(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        with anyio.CancelScope() as scope:
+        # A `with` statement, spelled out: `with` would hold the bound `__exit__`
+        # for as long as the task runs, one object more per connection.
+        scope = anyio.CancelScope()
+        scope.__enter__()
+        try:
             task = asyncio.current_task()
             assert task is not None
             self._scopes[task] = scope
             if self._cancelled:
                 scope.cancel()
             await func(*args)
+        except BaseException as exc:
+            if not scope.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            scope.__exit__(None, None, None)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         del self._scopes[task]

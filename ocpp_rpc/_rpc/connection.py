@@ -123,11 +123,12 @@ class Connection:
             config.validator, observers, self.exchange
         )
         transport.write_timeout = config.write_timeout  # the transport bounds every write
-        end = self._end  # one bound method for both
         self._outbox = Outbox(WRITE_BUFFER)
-        self._writer = Writer(transport, self._outbox, identity=identity, on_closed=end)
+        # Both tell this connection (`ended`) how the transport ended under them:
+        # the connection itself, not a bound method of it, one object less.
+        self._writer = Writer(transport, self._outbox, identity=identity, owner=self)
         self._keepalive = KeepAlive(
-            transport, observers, timers, writer=self._writer, on_timeout=end
+            transport, observers, timers, writer=self._writer, owner=self
         )
         # Made by the first outbound call with a timeout: a connection that
         # only answers never needs it (and the collector never walks it).
@@ -208,7 +209,7 @@ class Connection:
             self.events.emit("error", exc)
             self._task_group.start_soon(self._close, 1011, "Internal error", False, False)
 
-    def _end(self, result: CloseResult) -> None:
+    def ended(self, result: CloseResult) -> None:
         """The transport is gone: record how, and stop every task."""
         if self.closed is None:
             self.closed = CloseResult(int(result.code), str(result.reason))  # no IntEnums
@@ -254,13 +255,13 @@ class Connection:
                 try:
                     message = await transport.receive()
                 except WebSocketClosed as exc:
-                    self._end(CloseResult(exc.code, exc.reason))
+                    self.ended(CloseResult(exc.code, exc.reason))
                     return
                 except Exception as exc:  # a transport bug must not leave calls hanging
                     logger.exception("transport failed")
                     self.events.emit("socket_error", exc)
                     await transport.abort()
-                    self._end(CloseResult(1006, ""))
+                    self.ended(CloseResult(1006, ""))
                     return
                 deferred = self._deferred
                 if deferred is not None and deferred[0] is message:  # the sink began it
@@ -742,14 +743,14 @@ class Connection:
                 scope.cancel()
         if force:
             await self.transport.abort()
-            self._end(CloseResult(1006, ""))
+            self.ended(CloseResult(1006, ""))
             return
         with anyio.CancelScope(shield=True):
             await self._writer.finish(CLOSE_TIMEOUT)  # flush what is queued, then stop
             await self.transport.close(code, reason, timeout=CLOSE_TIMEOUT)
         closed_code = self.transport.close_code
         closed_reason = self.transport.close_reason
-        self._end(CloseResult(closed_code or code, closed_reason if closed_code else reason))
+        self.ended(CloseResult(closed_code or code, closed_reason if closed_code else reason))
 
 
 def _response_payload(frame: CallResultFrame | CallErrorFrame) -> list[Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -19,7 +18,7 @@ from anyio.abc import TaskGroup
 from ..transport import Transport, WebSocketClosed
 from .events import CloseResult, Observers, PingEvent
 from .timers import Timer, TimerService
-from .writer import Writer
+from .writer import Owner, Writer
 
 logger = logging.getLogger("ocpp_rpc.connection")
 
@@ -28,11 +27,11 @@ class KeepAlive:
     """The keep-alive of one connection, from `start` until `stop`.
 
     Once per ping interval it retires the connection's `writer` if it is idle;
-    `on_timeout` records how the connection ended before the missing pong
+    `owner.ended` records how the connection ended before the missing pong
     makes it drop the transport.
     """
 
-    __slots__ = ("_events", "_interval", "_on_timeout", "_scope", "_task_group", "_timer",
+    __slots__ = ("_events", "_interval", "_owner", "_scope", "_task_group", "_timer",
                  "_timers", "_transport", "_writer", "last_activity")
 
     def __init__(
@@ -42,13 +41,13 @@ class KeepAlive:
         timers: TimerService | None,
         *,
         writer: Writer,
-        on_timeout: Callable[[CloseResult], object],
+        owner: Owner,
     ) -> None:
         self._transport = transport
         self._events = events
         self._timers = timers
         self._writer = writer
-        self._on_timeout = on_timeout
+        self._owner = owner
         self._task_group: TaskGroup | None = None  # set while the connection runs
         self._scope: anyio.CancelScope | None = None  # the pinger task, or a ping in flight
         self._timer: Timer | None = None  # the next ping, in the shared TimerService
@@ -140,7 +139,7 @@ class KeepAlive:
         if timeout.cancelled_caught:
             logger.warning("no pong within %ss: dropping the connection", interval)
             # Recorded before the abort, which the reader would report as a plain 1006.
-            self._on_timeout(CloseResult(1006, "ping timeout"))
+            self._owner.ended(CloseResult(1006, "ping timeout"))
             with anyio.CancelScope(shield=True):
                 await self._transport.abort()
             return False

@@ -8,7 +8,7 @@ ping interval when nothing is queued, so an idle connection holds no writer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -20,15 +20,22 @@ from .outbox import Outbox
 logger = logging.getLogger("ocpp_rpc.connection")
 
 
+class Owner(Protocol):
+    """The connection a `Writer` or `KeepAlive` serves."""
+
+    def ended(self, result: CloseResult) -> None:
+        """The transport ended under us, as `result` says."""
+
+
 class Writer:
     """Writes what senders queue in `outbox`, every frame queued meanwhile in
-    one write; `on_closed` hears how the transport closed if it did under it.
+    one write; `owner.ended` hears how the transport closed if it did under it.
 
     A peer that stopped reading blocks a write (and, through the bounded
     outbox, every sender) until the transport's `write_timeout` drops it.
     """
 
-    __slots__ = ("_done", "_identity", "_on_closed", "_task_group", "_transport", "outbox",
+    __slots__ = ("_done", "_identity", "_owner", "_task_group", "_transport", "outbox",
                  "running")
 
     def __init__(
@@ -37,13 +44,13 @@ class Writer:
         outbox: Outbox,
         *,
         identity: str,
-        on_closed: Callable[[CloseResult], object],
+        owner: Owner,
     ) -> None:
         self.outbox = outbox
         self.running = False  # the writer task runs
         self._transport = transport
         self._identity = identity
-        self._on_closed = on_closed
+        self._owner = owner
         self._task_group: TaskGroup | None = None
         self._done: anyio.Event | None = None  # made by a close waiting for the writer
 
@@ -99,7 +106,7 @@ class Writer:
                 "[%s] the peer took no frame for %ss: dropping the connection",
                 self._identity, self._transport.write_timeout,
             )
-        self._on_closed(CloseResult(exc.code, exc.reason))
+        self._owner.ended(CloseResult(exc.code, exc.reason))
 
     async def _write(self) -> None:
         send_many, outbox = self._transport.send_many, self.outbox
