@@ -32,6 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..transport import WebSocketClosed
 from .close_codes import check_close_code
+from .draining import CloseDrain
 
 __all__ = ("MemoryWebSocket", "memory_pair")
 
@@ -89,7 +90,7 @@ def memory_pair(
     return a, b
 
 
-class MemoryWebSocket:
+class MemoryWebSocket(CloseDrain):
     """One end of a `memory_pair`: a `ocpp_rpc.transport.Transport`.
 
     One task at a time may call `receive` (others get RuntimeError); `send`,
@@ -291,19 +292,7 @@ class MemoryWebSocket:
             if self.close_code is None:
                 with anyio.move_on_after(timeout):
                     await self._send_control(_Close(code, reason))
-                    while self.close_code is None:
-                        if self._receiving:
-                            if self._idle is None:
-                                self._idle = anyio.Event()
-                            await self._idle.wait()
-                            continue
-                        self._draining = True
-                        try:
-                            await self.receive()
-                        except WebSocketClosed:
-                            pass
-                        finally:
-                            self._draining = False
+                    await self._read_until_closed()
                 if self.close_code is None:  # the peer did not answer in time
                     self._finish(*self._end_state())
             await anyio.lowlevel.checkpoint()

@@ -31,6 +31,7 @@ from .._concurrency.lock import Lock
 from ..transport import WebSocketClosed as WebSocketClosed
 from ._internals import as_task
 from .close_codes import check_close_code
+from .draining import CloseDrain
 from .frames import Splitter, encode, encode_control
 from .streams import AsyncioSocketStream, TrioSocketStream, adopt_socket_stream
 from .upgrade import STREAM_ERRORS as _STREAM_ERRORS
@@ -113,7 +114,7 @@ async def connect(
     )
 
 
-class WebSocket:
+class WebSocket(CloseDrain):
     """One open WebSocket (client or server side) over an anyio ByteStream.
 
     One task at a time may call :meth:`receive` (others get RuntimeError);
@@ -636,21 +637,7 @@ class WebSocket:
             if self.close_code is None and not self._failing:
                 with anyio.move_on_after(timeout):
                     await self._send_control(CloseConnection(code=code, reason=reason))
-                    while self.close_code is None:
-                        if self._failing:  # _fail() ends it, within its own bound
-                            break
-                        if self._receiving:
-                            if self._idle is None:
-                                self._idle = anyio.Event()
-                            await self._idle.wait()
-                            continue
-                        self._draining = True
-                        try:
-                            await self.receive()
-                        except WebSocketClosed:
-                            pass
-                        finally:
-                            self._draining = False
+                    await self._read_until_closed()
                 if self.close_code is None and not self._failing:  # the peer did not answer
                     await self._finish(*self._end_state(), force=True)
             await self._closed_latch().wait()
@@ -663,6 +650,9 @@ class WebSocket:
         """Drop the TCP connection now, without a closing handshake (close_code 1006)."""
         await self._finish(1006, "", force=True)
         await self._closed_latch().wait()
+
+    def _stop_draining(self) -> bool:
+        return self._failing  # _fail() ends it, within its own bound
 
     async def _fail(
         self,
