@@ -212,29 +212,62 @@ class RedisLink:
         # then drops every connection).
         client = self._new_client(max(self.io_timeout, 10.0))
         control = self._new_client(self.io_timeout, max_connections=2)
-        with self._failures("connecting"):
-            await stack.enter_async_context(client)
-            await stack.enter_async_context(control)
-        self._stack, self._client, self._control = stack, client, control
         try:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stop = anyio.Event()
+            stack.callback(stop.set)  # (run first on the way out)
+            failure = await tg.start(self._keep, client, control, stop)
+            if failure is not None:
+                raise failure
+            self._stack, self._client, self._control = stack, client, control
             for name in _SCRIPT_NAMES:
                 source = getattr(_scripts, name)
                 self._scripts[name] = client.register_script(source)
                 with self._failures("loading scripts"):
                     await client.script_load(source)  # also proves Redis answers
         except BaseException:
-            await self.__aexit__(None, None, None)
+            self._stack = None
+            self._client = self._control = None
+            await self._close(stack)
             raise
         return self
+
+    async def _keep(
+        self,
+        client: coredis.Redis[str],
+        control: coredis.Redis[str],
+        stop: anyio.Event,
+        *,
+        task_status: TaskStatus[BaseException | None],
+    ) -> None:
+        """Hold both clients open until `stop`. A pool's connections are tasks
+        of its own task group, in the scope it was entered in: entered here,
+        shielded, a cancelled `async with` around the node does not cut them
+        before the node has left (which it does shielded, on its way out)."""
+        with anyio.CancelScope(shield=True):
+            async with AsyncExitStack() as stack:
+                try:
+                    with self._failures("connecting"):
+                        await stack.enter_async_context(client)
+                        await stack.enter_async_context(control)
+                except Exception as exc:
+                    task_status.started(exc)
+                    return
+                task_status.started(None)
+                await stop.wait()
 
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._stack = self._stack, None
         self._client = self._control = None
         if stack is not None:
-            try:
-                await stack.aclose()
-            except Exception as exc:  # the pool's own clean-up failing: nothing to do
-                logger.debug("closing the Redis client: %r", exc)
+            await self._close(stack)
+
+    @staticmethod
+    async def _close(stack: AsyncExitStack) -> None:
+        try:
+            await stack.aclose()
+        except Exception as exc:  # the pool's own clean-up failing: nothing to do
+            logger.debug("closing the Redis client: %r", exc)
 
     @property
     def client(self) -> coredis.Redis[str]:

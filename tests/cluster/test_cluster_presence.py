@@ -49,6 +49,26 @@ async def test_join_and_leave_keep_nothing_behind(redis: RedisServer, prefix: st
         assert await db.keys(f"{prefix}:*") == set()
 
 
+async def test_leaving_by_cancellation_leaves_at_once(
+    redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node's block ended by a cancelled scope (a failing sibling task,
+    `move_on_after`) still leaves: its lease and registrations go at once,
+    not a lease later (Redis's connections are not cancelled with it)."""
+    import coredis
+
+    async with coredis.Redis.from_url(redis.url, decode_responses=True) as db:
+        with anyio.CancelScope() as scope:
+            async with RedisCluster(redis.url, prefix=prefix, lease=30) as cluster:
+                await FakeHost(cluster).connect("CP1")
+                assert await db.keys(f"{prefix}:*")
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        assert await db.keys(f"{prefix}:*") == set()
+    assert "could not leave cleanly" not in caplog.text
+
+
 async def test_register_locate_unregister(redis: RedisServer, prefix: str) -> None:
     async with nodes(redis.url, prefix, 2) as (a, worker):
         host = FakeHost(a)
