@@ -50,7 +50,8 @@ class RPCError(Exception):
         code: str | None = None,
     ) -> None:
         self.code: str = code if code is not None else self.default_code
-        self.message: str = message
+        # A CALLERROR's description is a string on the wire, whatever was given.
+        self.message: str = message if type(message) is str else str(message)
         self.details: dict[str, Any] = dict(details) if details else {}
         super().__init__(self.message)
 

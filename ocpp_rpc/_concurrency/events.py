@@ -9,6 +9,7 @@ behaves the same under anyio's cancel scopes.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from typing import Any, Protocol
 
@@ -52,3 +53,22 @@ def new_event() -> EventLike:
         event: EventLike = trio.Event()
         return event
     return anyio.Event()
+
+
+def stray_cancellation(exc: BaseException) -> Exception | None:
+    """The error to answer for `exc`, a BaseException that escaped a handler
+    or hook, if it is an asyncio `CancelledError` that no cancellation of the
+    running task explains (the handler awaited a future that something else
+    cancelled; on trio none ever does): a bug of the handler's, as any other
+    exception. None: a real cancellation (or not a CancelledError), to go on."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return None
+    if _running_asyncio_loop() is not None:
+        if anyio.current_effective_deadline() == -math.inf:  # an anyio scope was cancelled
+            return None
+        task = asyncio.current_task()
+        if task is not None and sys.version_info >= (3, 11) and task.cancelling():
+            return None  # Task.cancel(), from outside anyio
+    error = RuntimeError(f"the handler raised {exc!r} without being cancelled")
+    error.__cause__ = exc
+    return error

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from .._concurrency.events import EventLike, current_task_id, new_event
+from .._concurrency.events import EventLike, current_task_id, new_event, stray_cancellation
 from .._concurrency.latch import Latch
 from .._transport.websocket import WebSocket
 from .._wire.codec import (
@@ -465,6 +465,11 @@ class Connection:
             reply = self._outcome_reply(frame, is_call, outcome)
         except Exception as exc:
             reply = self._failure_reply(frame, is_call, exc)
+        except BaseException as exc:
+            error = stray_cancellation(exc)
+            if error is None:
+                raise
+            reply = self._failure_reply(frame, is_call, error)
         return reply if is_call else None
 
     async def _handle(
@@ -479,6 +484,11 @@ class Connection:
                     reply = self._outcome_reply(frame, is_call, await outcome)
                 except Exception as exc:
                     reply = self._failure_reply(frame, is_call, exc)
+                except BaseException as exc:
+                    error = stray_cancellation(exc)
+                    if error is None:
+                        raise
+                    reply = self._failure_reply(frame, is_call, error)
             if is_call and reply is not None and not scope.cancelled_caught:
                 await self._send_reply(reply)
         finally:

@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from anyio.streams.tls import TLSStream
 
+from .._concurrency.events import stray_cancellation
 from .._concurrency.pool import TaskPool
 from .._transport import websocket as _websocket
 from .._transport.asgi import ASGIApp
@@ -101,6 +102,12 @@ class ServerClient(RPCClient):
         except Exception as exc:
             self._server_events.emit("error", exc)  # the server's `error` event
             raise
+        except BaseException as exc:
+            error = stray_cancellation(exc)
+            if error is None:
+                raise
+            self._server_events.emit("error", error)
+            raise error from exc
 
 
 

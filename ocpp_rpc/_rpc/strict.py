@@ -77,6 +77,8 @@ class StrictChecks:
     def _failure(
         self, error: RPCError, message_id: str, method: str, outbound: bool, is_call: bool
     ) -> None:
+        # Raised here, not read off the wire: spelled as the peer would (1.6J's own).
+        error.code = self._exchange.dialect.spelling(error.code)
         logger.info(
             "strict mode: %s %s %r (%s): %s", "outbound" if outbound else "inbound",
             "call" if is_call else "result", method, message_id, error,

@@ -88,6 +88,10 @@ class Dialect:
     #: Message types 5 (CALLRESULTERROR) and 6 (SEND) exist (OCPP 2.1+, or no subprotocol).
     rpc21: bool
 
+    def spelling(self, code: str) -> str:
+        """`code` in this dialect's spelling of it (a code it lacks stays as is)."""
+        return (_TO_16 if self.legacy_codes else _TO_2X).get(code, code)
+
     def spell(self, code: str) -> str:
         """`code` as this dialect writes it; codes it lacks become `GenericError`."""
         if self.legacy_codes:

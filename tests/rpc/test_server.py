@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ from ocpp_rpc import (
     Handshake,
     Reject,
     RPCClient,
+    RPCInternalError,
     RPCNotImplementedError,
     RPCServer,
     ServerClient,
@@ -430,6 +432,59 @@ async def test_on_client_raising_closes_that_client_with_1011(
                     assert list(server.clients) == ["good"]
             assert errors == [failure]
             assert any(r.exc_info and r.exc_info[1] is failure for r in caplog.records)
+
+
+async def stray_cancellation() -> None:
+    """What a handler meets when it awaits a future that something else
+    cancelled: on asyncio a `CancelledError` that cancels nothing here (on
+    trio, where none can be made, the same exception raised)."""
+    import sniffio
+
+    if sniffio.current_async_library() == "asyncio":
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.cancel)
+        await future
+    await anyio.lowlevel.checkpoint()
+    raise asyncio.CancelledError()
+
+
+async def test_a_stray_cancelled_error_from_a_handler_answers_internal_error() -> None:
+    """API.md: any exception but an RPCError answers InternalError; an asyncio
+    CancelledError that no cancellation explains is a handler's bug like any
+    other, not the end of its connection."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+
+            @server.handler("Stray")
+            async def stray(call: Call) -> dict[str, Any]:
+                await stray_cancellation()
+                return {}
+
+            server.handle("Echo", lambda call: call.params)
+            async with make_client(url) as client:
+                with pytest.raises(RPCInternalError):
+                    await client.call("Stray")
+                assert await client.call("Echo", {"a": 1}) == {"a": 1}
+                assert client.state is State.OPEN
+
+
+async def test_a_stray_cancelled_error_from_on_client_closes_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            errors: list[BaseException] = []
+            server.on("error", errors.append)
+
+            @server.on_client
+            async def on_client(client: ServerClient) -> None:
+                await stray_cancellation()
+
+            with caplog.at_level(logging.ERROR, logger="ocpp_rpc"):
+                async with make_client(url) as client:
+                    assert (await client.wait_closed()).code == 1011
+            assert len(errors) == 1 and isinstance(errors[0].__cause__, asyncio.CancelledError)
+            assert any("on_client" in r.getMessage() for r in caplog.records)
 
 
 # -- handlers ----------------------------------------------------------------------------

@@ -82,6 +82,7 @@ async def test_invalid_outbound_call_raises_locally_and_sends_nothing(protocol: 
             with pytest.raises(RPCOccurrenceConstraintViolationError) as info:
                 await cp.call("BootNotification", {})
             assert info.value.details["keyword"] == "required"
+            assert info.value.code == OCCURRENCE[protocol]  # spelled for the dialect
             with pytest.raises(RPCNotImplementedError):
                 await cp.call("NoSuchAction", {})
             await cp.call("BootNotification", BOOT[protocol])  # the connection is fine
@@ -154,6 +155,7 @@ async def test_invalid_inbound_result_fails_the_call_and_is_not_answered_before_
             await peer.expect_nothing()
             tg.start_soon(peer.expect_close)  # answers our close when the block ends
         assert isinstance(outcome[0], RPCOccurrenceConstraintViolationError)
+        assert outcome[0].code == OCCURRENCE[protocol]
 
 
 async def test_invalid_inbound_result_on_2_1_sends_callresulterror() -> None:

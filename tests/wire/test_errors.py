@@ -60,3 +60,11 @@ def test_a_callerror_carries_the_message_and_any_details_given() -> None:
     assert json.loads(encode_error("m1", error, V201, {"b": 2}, result_error=True)) == [
         5, "m1", "NotSupported", "not here", {"b": 2}
     ]
+
+
+def test_a_message_that_is_not_a_string_goes_out_as_its_text() -> None:
+    """A CALLERROR's description is a string: `RPCGenericError(5)` from a
+    handler must not put a number where every peer (ours too) reads a string."""
+    error = errors.RPCGenericError(5)  # type: ignore[arg-type]
+    assert error.message == "5"
+    assert json.loads(encode_error("m1", error, V201)) == [4, "m1", "GenericError", "5", {}]
