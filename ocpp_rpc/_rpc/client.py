@@ -721,6 +721,16 @@ class RPCClient:
         await self._closed_latch().wait()
         return self._close_result
 
+    def _closing_itself(self, code: int, reason: str) -> None:
+        """The connection closes on its own decision (1002 for bad frames, 1011
+        when on_client raised): unless a reconnect follows, that is this
+        client's close, as if close() had been called (CLOSING, `closing`)."""
+        if self._close_started or self._options.reconnect or self._state is not State.OPEN:
+            return
+        self._close_requested = CloseResult(code, reason)
+        self._set_state(State.CLOSING)
+        self._observers.emit("closing", ClosingEvent())
+
     async def wait_closed(self) -> CloseResult:
         """Wait until the client is CLOSED for good; returns how it closed."""
         if not self._started:

@@ -23,13 +23,16 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from ..errors import NotConnected
 from .client import RPCClient
+
+if TYPE_CHECKING:
+    from .server import ServerClient
 
 logger = logging.getLogger("ocpp_rpc.cluster")
 
@@ -57,7 +60,7 @@ class ClusterNode(Protocol):
     async def unregister(self, identity: str, connection_id: str) -> bool: ...
 
     async def call(
-        self, identity: str, method: str, params: Any = None, *, timeout: float = 60.0
+        self, identity: str, method: str, params: Any = None, *, timeout: float | None = 60.0
     ) -> Any: ...
 
 
@@ -82,11 +85,11 @@ class ClusterLink:
     def __init__(
         self,
         cluster: ClusterNode,
-        clients: Mapping[str, RPCClient],
+        clients: MutableMapping[str, ServerClient],
         close_all: Callable[[int, str], Any],
     ) -> None:
         self.cluster = cluster
-        self._clients = clients  # the server's identity -> served client (read only here)
+        self._clients = clients  # the server's identity -> served client (`replaced` removes one)
         self._close_all = close_all
         # Connection ids are unique within this node (the cluster adds the node id).
         self._ids = itertools.count(1)
@@ -169,8 +172,13 @@ class ClusterLink:
         logger.info("%r connected to another node: closing it here", identity)
         if client in self._admitting:  # not served yet: admit() refuses it
             self._admitting[client] = _REPLACED
-        else:
-            await client.close(code=_REPLACED[0], reason=_REPLACED[1])
+            return
+        # Out of `clients` at once, as a single server does with the older of
+        # two connections: its close may take the whole close timeout (a
+        # half-open socket), and calls by identity meanwhile go to the newer one.
+        if identity in self._clients and self._clients[identity] is client:
+            del self._clients[identity]
+        await client.close(code=_REPLACED[0], reason=_REPLACED[1])
 
     async def cut_off(self) -> None:
         logger.warning(

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -81,6 +81,13 @@ class PendingCall:
             self.done.set()
 
 
+class Endpoint(RPCEndpoint, Protocol):
+    """The client a connection serves (an `RPCClient`), as the connection sees it."""
+
+    def _closing_itself(self, code: int, reason: str) -> None:
+        """The connection closes on its own decision (see `Connection._close`)."""
+
+
 class Connection:
     """The RPC exchange over one open transport."""
 
@@ -101,7 +108,7 @@ class Connection:
         observers: Observers,
         timers: TimerService | None,
         identity: str,
-        client: RPCEndpoint,
+        client: Endpoint,
     ) -> None:
         """`find_handler` gives the handler of a method; `timers` keeps the
         keep-alive ping times (None: a pinger task of its own); `identity`
@@ -741,7 +748,9 @@ class Connection:
                     return
 
     async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
-        self.closing = self.closing or CloseResult(code, reason)
+        if self.closing is None:  # its own decision (bad frames, on_client raising), not close()'s
+            self.closing = CloseResult(code, reason)
+            self._client._closing_itself(code, reason)
         if await_pending and not force:
             if self.exchange.pending or self._handler_scopes:
                 idle = self._idle = self._idle or anyio.Event()

@@ -226,10 +226,11 @@ class RedisCluster:
     # -- what any node can do ------------------------------------------------------
 
     async def call(
-        self, identity: str, method: str, params: Any = None, *, timeout: float = 60.0
+        self, identity: str, method: str, params: Any = None, *, timeout: float | None = 60.0
     ) -> Any:
         """Call the charger connected as `identity` to any node and return its
-        result (`params` None sends ``{}``).
+        result (`params` None sends ``{}``; `timeout` None means the default,
+        60 s, as it does for `server.call`).
 
         Raises:
             NotConnected: at once, when `identity` is connected nowhere (or to
@@ -251,7 +252,9 @@ class RedisCluster:
         self._check_running()
         if not self._subscribed:
             raise ClusterUnavailable(f"node {self.node_id} is not subscribed to Redis right now")
-        return await self._caller.call(identity, method, {} if params is None else params, timeout)
+        return await self._caller.call(
+            identity, method, {} if params is None else params, 60.0 if timeout is None else timeout
+        )
 
     async def locate(self, identity: str) -> str | None:
         """The id of the node holding `identity`, or `None` when it is
@@ -327,6 +330,8 @@ class RedisCluster:
 
     def _on_subscription(self, subscribed: bool) -> None:
         was, self._subscribed = self._subscribed, subscribed
+        if was and not subscribed:
+            self._caller.subscription_lost()
         if subscribed and not was and self._state == "running":
             # Messages may have been missed (a "replace"), or Redis restarted
             # (our lease and registrations are gone): check everything.

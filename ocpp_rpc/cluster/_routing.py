@@ -81,6 +81,8 @@ class _Pending:
     event: anyio.Event = field(default_factory=anyio.Event)
     reply: Reply | None = None
     failure: BaseException | None = None
+    #: This node's subscription dropped while the call was out (see `subscription_lost`).
+    subscription_dropped: bool = False
 
 
 def _unwrap(reply: Reply, identity: str) -> Any:
@@ -119,6 +121,14 @@ class Caller:
         if pending is not None and pending.reply is None:
             pending.reply = reply
             pending.event.set()
+
+    def subscription_lost(self) -> None:
+        """This node's subscription dropped: Redis may have restarted and lost
+        every lease, so a node holding one of the calls out may be alive and
+        re-joining. Its missing lease no longer proves it lost: those calls
+        wait for their answer or their deadline."""
+        for pending in self._pending.values():
+            pending.subscription_dropped = True
 
     def fail_all(self, failure: BaseException) -> None:
         for pending in self._pending.values():
@@ -175,11 +185,13 @@ class Caller:
 
     async def _wait(self, pending: _Pending, node: str, instance: str) -> Reply:
         """The reply; meanwhile, every half lease, check that the node that
-        got the call is still alive (it may die with the call)."""
+        got the call is still alive (it may die with the call), unless that
+        check cannot be trusted any more (`subscription_lost`)."""
         while True:
             with anyio.move_on_after(max(self._lease / 2, 0.05)):
                 await pending.event.wait()
-            if pending.failure is None and pending.reply is None:
+            unanswered = pending.failure is None and pending.reply is None
+            if unanswered and not pending.subscription_dropped:
                 try:
                     alive = await self._link.alive(node, instance)
                 except ClusterUnavailable:

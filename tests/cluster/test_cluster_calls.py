@@ -110,6 +110,14 @@ async def test_the_deadline_travels_with_the_call(redis: RedisServer, prefix: st
         assert 0.3 < host.calls[-1][3] <= 0.4
 
 
+async def test_timeout_none_means_the_default(redis: RedisServer, prefix: str) -> None:
+    """As `server.call`: ``timeout=None`` is the default (60 s for `RedisCluster.call`)."""
+    async with nodes(redis.url, prefix, 2) as (a, b):
+        await FakeHost(a).connect("CP1")
+        result = await b.call("CP1", "echo", timeout=None)
+        assert 59.0 < result["timeout"] <= 60.0
+
+
 async def test_a_charger_that_never_answers(redis: RedisServer, prefix: str) -> None:
     async with nodes(redis.url, prefix, 2) as (a, b):
         host = FakeHost(a)

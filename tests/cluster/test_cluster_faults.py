@@ -55,6 +55,29 @@ async def test_redis_restart(own_redis: RedisServer, prefix: str) -> None:
         assert (await worker.call("CP4", "echo", {"k": 4}))["params"] == {"k": 4}
 
 
+async def test_a_redis_restart_mid_call_is_not_a_lost_node(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """Redis restarts (its data lost) while a routed call waits for the
+    charger; the node holding it stays up and re-joins. The caller cannot
+    tell that node from a lost one by its lease any more, so it is not
+    failed with ConnectionClosed(1006): the charger's answer comes back."""
+    lease = 1.0
+    async with nodes(own_redis.url, prefix, 2, lease=lease) as (a, worker):
+        await FakeHost(a).connect("CP1")
+
+        async def restart() -> None:
+            await anyio.sleep(0.2)
+            own_redis.kill()
+            await anyio.sleep(0.2)
+            await anyio.to_thread.run_sync(own_redis.start)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(restart)
+            with anyio.fail_after(5):
+                assert await worker.call("CP1", "sleep", {"delay": 2.0}, timeout=4) == "slept"
+
+
 async def test_cut_off_longer_than_the_lease(redis: RedisServer, prefix: str) -> None:
     """A node that cannot reach Redis for `lease` seconds reports it (the
     server then closes its chargers with 1001); once Redis is reachable again

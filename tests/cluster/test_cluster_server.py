@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -228,6 +229,28 @@ async def test_a_charger_connecting_to_another_node_replaces_its_older_connectio
         assert await a.cluster.locate("CP1") == b.node_id
         assert new.state is State.OPEN
         assert (await a.server.call("CP1", "Echo"))["charger"] == new.number  # type: ignore[attr-defined]
+
+
+async def test_a_half_open_connection_replaced_by_another_node_leaves_clients_at_once(
+    redis: RedisServer, prefix: str
+) -> None:
+    """The older connection on node A is half-open (its network vanished)
+    when the charger connects to node B: A drops it from `clients` as soon
+    as it learns it was replaced, as a single server does, so a call by
+    identity on A reaches the charger on B while the old connection's close
+    handshake still waits."""
+    async with servers([redis.url] * 2, prefix) as (a, b), chargers() as cps:
+        async with Proxy(urlsplit(a.url).port or 0) as proxy:
+            old = await cps.connect(f"ws://127.0.0.1:{proxy.port}/ocpp", "CP1")
+            await registered(a, "CP1")
+            proxy.pause()
+            new = await cps.connect(b.url, "CP1")
+            await registered(b, "CP1")
+            await wait_for(lambda: "CP1" not in a.server.clients, timeout=1)
+            answer = await a.server.call("CP1", "Echo", timeout=2)
+            assert answer["charger"] == new.number  # type: ignore[attr-defined]
+            assert old.state is State.OPEN  # it never heard of its close
+            proxy.resume()
 
 
 async def test_one_identity_connecting_to_two_nodes_at_once_keeps_one_connection(

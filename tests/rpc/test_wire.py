@@ -18,6 +18,7 @@ import anyio
 import pytest
 from harness import ENDS, echo, offered, serving
 from rawpeer import RawPeer, http_request, raw_client, raw_server
+from wsproto import events as wsproto_events
 
 from ocpp_rpc import (
     NOREPLY,
@@ -42,6 +43,7 @@ from ocpp_rpc import (
     RPCServer,
     RPCTypeConstraintViolationError,
     ServerClient,
+    State,
     create_rpc_error,
 )
 
@@ -520,6 +522,28 @@ async def test_max_bad_messages_closes_with_1002(end: str, limit: int) -> None:
         with anyio.fail_after(5):
             result = await side.ours.wait_closed()
         assert result.code == 1002
+
+
+@pytest.mark.parametrize("end", ENDS)
+async def test_closing_for_bad_frames_is_a_close_the_endpoint_reports(end: str) -> None:
+    """While its Close 1002 waits for the peer's, the endpoint is CLOSING and
+    said so (`closing`), as after close(); calls refuse with that code."""
+    async with endpoint(end, "ocpp2.0.1", max_bad_messages=0) as side:
+        closing: list[Any] = []
+        side.ours.on("closing", closing.append)
+        await side.peer.send_text("bad")
+        with anyio.fail_after(5):
+            close = await side.peer._event()  # not answered yet
+        assert isinstance(close, wsproto_events.CloseConnection) and close.code == 1002
+        assert side.ours.state is State.CLOSING
+        assert len(closing) == 1
+        with pytest.raises(ConnectionClosed) as caught:
+            await side.ours.call("Echo")
+        assert caught.value.code == 1002
+        await side.peer._send(close.response())
+        with anyio.fail_after(5):
+            assert (await side.ours.wait_closed()).code == 1002
+        assert side.ours.state is State.CLOSED and len(closing) == 1
 
 
 @pytest.mark.parametrize("end", ENDS)
