@@ -178,6 +178,17 @@ def _encode(params: Any) -> str:
         raise TypeError(f"params of a durable call must be JSON: {exc}") from exc
 
 
+def _is_utf8(text: object) -> bool:
+    """Whether stored text (read as a BLOB) is something sqlite3 can decode."""
+    if not isinstance(text, bytes):  # NULL
+        return False
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class MemoryStore(_Limits):
     """A `DurableStore` in memory: for tests and examples. It keeps its calls
     across reconnects and across ``async with`` blocks of one process, not
@@ -303,6 +314,9 @@ class SQLiteStore(_Limits):
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            # Read only: another program's database is refused before WAL mode
+            # rewrites its header (and leaves -wal and -shm files beside it).
+            self._check_owner(db)
             (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode != "wal":
                 raise StoreError(f"{path}: cannot use a write-ahead log (journal mode {mode})")
@@ -329,13 +343,22 @@ class SQLiteStore(_Limits):
             raise
         return db, count
 
-    def _check_schema(self, db: sqlite3.Connection) -> int:
-        """Create the schema in a new file, or check an existing one; returns the call count."""
-        path = self.path
+    def _check_owner(self, db: sqlite3.Connection) -> bool:
+        """True for a new (empty) file; raises `StoreCorrupt` for a database
+        that is not a store."""
         (application_id,) = db.execute("PRAGMA application_id").fetchone()
         tables = {name for (name,) in db.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table'")}
         if application_id == 0 and not tables:
+            return True
+        if application_id != _APPLICATION_ID or "calls" not in tables:
+            raise StoreCorrupt(f"{self.path} is an SQLite database but not an ocpp_rpc store")
+        return False
+
+    def _check_schema(self, db: sqlite3.Connection) -> int:
+        """Create the schema in a new file, or check an existing one; returns the call count."""
+        path = self.path
+        if self._check_owner(db):  # again, now under the lock
             db.execute(
                 "CREATE TABLE calls (key INTEGER PRIMARY KEY, message_id TEXT NOT NULL, "
                 "method TEXT NOT NULL, params TEXT NOT NULL, attempts INTEGER NOT NULL)"
@@ -343,19 +366,25 @@ class SQLiteStore(_Limits):
             db.execute(f"PRAGMA application_id={_APPLICATION_ID}")
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             return 0
-        if application_id != _APPLICATION_ID or "calls" not in tables:
-            raise StoreCorrupt(f"{path} is an SQLite database but not an ocpp_rpc store")
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version != _SCHEMA_VERSION:
             raise StoreCorrupt(f"{path}: store version {version}, expected {_SCHEMA_VERSION}")
         problems = [row for (row,) in db.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise StoreCorrupt(f"the store {path} is damaged: {'; '.join(problems[:5])}")
-        (bad,) = db.execute("SELECT count(*) FROM calls WHERE NOT json_valid(params)").fetchone()
+        # sqlite3 decodes text as UTF-8 when it reads a call; a damaged byte
+        # that is not UTF-8 passes quick_check and json_valid (SQLite does not
+        # check encodings), and would fail every `first` instead of this open.
+        count = bad = 0
+        for valid_json, text in db.execute(
+            "SELECT json_valid(params), CAST(message_id || method || params AS BLOB) FROM calls"
+        ):
+            count += 1
+            if not valid_json or not _is_utf8(text):
+                bad += 1
         if bad:
-            raise StoreCorrupt(f"the store {path} is damaged: {bad} call(s) with unreadable params")
-        (count,) = db.execute("SELECT count(*) FROM calls").fetchone()
-        return int(count)
+            raise StoreCorrupt(f"the store {path} is damaged: {bad} unreadable call(s)")
+        return count
 
     async def close(self) -> None:
         db, limiter = self._db, self._limiter

@@ -23,7 +23,7 @@ from .._transport import websocket as _websocket
 from .._transport.close_codes import check_close_code
 from .._wire.codec import dialect_for
 from .._wire.validation import Validator
-from ..errors import ConnectError, ConnectionClosed
+from ..errors import ConnectError, ConnectionClosed, RPCError
 from ..transport import Dialer, Transport
 from .connection import Connection
 from .events import (
@@ -40,6 +40,7 @@ from .handlers import H, Handler, Handlers
 from .options import DEFAULT_MAX_INBOUND_CALLS, DEFAULT_WRITE_TIMEOUT, Options
 from .options import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE  # re-exported, as State
 from .reconnect import DEFAULT_BACKOFF, Backoff, BackoffWait, NotRetryable, is_retryable
+from .strict import report_failure
 from .timers import TimerService
 
 if TYPE_CHECKING:  # imported when a store is given: a client without one loads no sqlite3
@@ -295,7 +296,8 @@ class RPCClient:
 
                         self._durable = DurableQueue(
                             store, wait_open=self._wait_durable_turn, send=self._send_durable,
-                            closed_error=self._closed_error, emit=self._emit_durable_result,
+                            check=self._check_durable, closed_error=self._closed_error,
+                            emit=self._emit_durable_result,
                         )
                         await tg.start(self._durable.run)
                     try:
@@ -617,16 +619,19 @@ class RPCClient:
             raise RuntimeError("the store is open only inside the client's `async with` block")
         return await self._store.count()
 
-    async def _wait_durable_turn(self, dropped: object | None) -> object:
+    async def _wait_durable_turn(self, dropped: object | None, not_before: float) -> object:
         """The open connection for the next durable call, other than
-        `dropped` (the one that just dropped a call and may still be closing)."""
+        `dropped` (the one that just dropped a call and may still be closing),
+        once the time is `not_before`; ConnectionClosed as soon as close() starts."""
         while True:
             connection = await self._wait_open()
-            if connection is not dropped:
+            wait = None if connection is dropped else not_before - anyio.current_time()
+            if wait is not None and wait <= 0:
                 return connection
             if self._state_changed is None:
                 self._state_changed = anyio.Event()
-            await self._state_changed.wait()
+            with anyio.move_on_after(wait):  # any change of state (CLOSING too) looks again
+                await self._state_changed.wait()
 
     async def _send_durable(self, call: StoredCall) -> Any:
         """One attempt of a durable call, through the normal path: a
@@ -644,8 +649,30 @@ class RPCClient:
             used[1].add(call.message_id)
             deadline = anyio.current_time() + self._options.call_timeout
             return await connection.call(
-                call.method, call.params, deadline=deadline, message_id=message_id
+                call.method, call.params, deadline=deadline, message_id=message_id,
+                refusals=True,
             )
+
+    def _check_durable(self, message_id: str, method: str, params: Any) -> None:
+        """Strict mode, before a durable call is stored: raises the `RPCError`
+        of invalid params, as an ordinary call raises it before sending.
+        Unchecked while the subprotocol is unknown (booting offline with
+        several offered): the attempt then checks it."""
+        if self._connected_once:
+            protocol = self._protocol
+        elif len(self._options.protocols) == 1:
+            protocol = self._options.protocols[0]
+        else:
+            return
+        validator = None if protocol is None else self._options.validators.get(protocol)
+        if validator is None:
+            return
+        try:
+            validator.validate_call(method, params)
+        except RPCError as error:
+            error.code = dialect_for(protocol).spelling(error.code)  # as a connection spells it
+            report_failure(self._observers, error, message_id, method, True, True)
+            raise
 
     def _emit_durable_result(self, event: DurableResultEvent) -> None:
         self._observers.emit("durable_result", event)

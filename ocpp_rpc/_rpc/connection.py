@@ -49,7 +49,7 @@ from .handlers import NOREPLY, HandlerLookup, RPCEndpoint, make_call
 from .keepalive import KeepAlive
 from .options import ConnectionConfig
 from .outbox import Outbox, OutboxClosed
-from .strict import StrictChecks
+from .strict import StrictChecks, StrictRefusal
 from .timers import TimerHeap, TimerService
 from .writer import Writer
 
@@ -74,6 +74,7 @@ class PendingCall:
     done: EventLike = field(default_factory=new_event)
     result: Any = None
     error: BaseException | None = None
+    refused: bool = False  # strict mode refused the peer's result: `error` says why
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         if not self.done.is_set():
@@ -415,6 +416,7 @@ class Connection:
         if error is None:
             pending.settle(frame.result)
             return None
+        pending.refused = True
         pending.settle(error=error)
         return self.exchange.invalid_result_reply(frame.message_id, error)
 
@@ -612,17 +614,25 @@ class Connection:
         no_reply: bool = False,
         deadline: float = math.inf,
         message_id: str | None = None,
+        refusals: bool = False,
     ) -> Any:
         """Send a CALL and wait for its answer; TimeoutError at `deadline`
         (applied here so that the `call_error` event carries the TimeoutError).
         `message_id`: the id to send it under (the caller makes sure this
-        connection has not used it); by default a new one."""
+        connection has not used it); by default a new one. `refusals`: raise
+        strict mode's error for these params or for the peer's result as a
+        `StrictRefusal`, which a caller can tell from the peer's CALLERROR."""
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
         if message_id is None or message_id in self.exchange.pending:
             message_id = next_message_id()
         if self._strict is not None:
-            self._strict.outbound_call(message_id, method, params)
+            try:
+                self._strict.outbound_call(message_id, method, params)
+            except RPCError as error:
+                if refusals:
+                    raise StrictRefusal(error) from error
+                raise
         frame = encode_call(message_id, method, params)
         events = self.events
         if events.wants("call"):
@@ -654,6 +664,9 @@ class Connection:
                 events.emit(
                     "call_error", CallErrorEvent(True, message_id, method, params, pending.error)
                 )
+            if refusals and pending.refused:
+                assert isinstance(pending.error, RPCError)
+                raise StrictRefusal(pending.error)
             raise pending.error
         if events.wants("call_result"):
             events.emit(

@@ -8,7 +8,9 @@ call the CSMS answers with a CALLERROR is sent `attempts` times in all,
 waiting ``interval * previous attempts`` before each resend, then dropped and
 reported. A call whose connection drops, or that gets no answer in time, is
 not an attempt: it stays first in the queue and goes out again, after a drop
-on the next connection.
+on the next connection. Nor is what the client's strict mode refuses (the
+call's params, or the CSMS's result): no resend could change it, so the call
+leaves the store at once with that error.
 """
 
 from __future__ import annotations
@@ -24,18 +26,24 @@ from anyio.abc import TaskStatus
 from ..durable import DurableStore, StoredCall, StoreError
 from ..errors import ConnectionClosed, RPCError
 from .events import DurableResultEvent
+from .strict import StrictRefusal
 
 logger = logging.getLogger("ocpp_rpc.durable")
 
 #: Seconds the sender waits before using a store that failed (disk full, I/O error) again.
 STORE_RETRY_DELAY: Final = 5.0
 
-#: Waits until the client is OPEN and returns its connection (as a token the
-#: queue only compares), skipping `dropped`, the connection that just dropped
-#: a call; raises ConnectionClosed once the client is closing for good.
-WaitOpen = Callable[[object | None], Awaitable[object]]
-#: Sends one attempt of a call through the client's normal call path and returns its result.
+#: Waits until the client is OPEN and the time is `not_before` (the retry
+#: interval), and returns its connection (as a token the queue only compares),
+#: skipping `dropped`, the connection that just dropped a call; raises
+#: ConnectionClosed as soon as the client is closing for good.
+WaitOpen = Callable[[object | None, float], Awaitable[object]]
+#: Sends one attempt of a call through the client's normal call path and returns
+#: its result; raises `StrictRefusal` for what strict mode refuses (not an attempt).
 SendCall = Callable[[StoredCall], Awaitable[Any]]
+#: Checks a new call (message id, method, params) before it is stored: raises
+#: the `RPCError` of params strict mode refuses.
+CheckCall = Callable[[str, str, Any], None]
 
 
 class _Waiter:
@@ -68,12 +76,14 @@ class DurableQueue:
         *,
         wait_open: WaitOpen,
         send: SendCall,
+        check: CheckCall,
         closed_error: Callable[[], ConnectionClosed],
         emit: Callable[[DurableResultEvent], None],
     ) -> None:
         self._store = store
         self._wait_open = wait_open
         self._send = send
+        self._check = check
         self._closed_error = closed_error
         self._emit = emit
         self._waiters: dict[str, _Waiter] = {}
@@ -88,12 +98,15 @@ class DurableQueue:
         """Store the call, then wait (up to `timeout`) for its outcome.
 
         The call is kept once stored, whatever happens to this task. Raises
-        `StoreFull`, the `RPCError` of the last attempt when dropped,
+        the `RPCError` of params strict mode refuses (nothing stored),
+        `StoreFull`, the `RPCError` of the last attempt when dropped (or of
+        strict mode, which refuses the call or its result: never resent),
         TimeoutError, or ConnectionClosed when the client closes first.
         """
         if self._stopped:
             raise self._stopped_error()
         message_id = str(uuid.uuid4())  # 36 characters, OCPP-J's limit
+        self._check(message_id, method, params)
         waiter = self._waiters[message_id] = _Waiter()  # before the sender can see the call
         try:
             await self._store.append(message_id, method, params)
@@ -155,13 +168,18 @@ class DurableQueue:
         if call is None:
             await self._wakeup.wait()
             return dropped
-        if call.attempts:
-            await anyio.sleep(self._store.interval * call.attempts)
-        connection = await self._wait_open(dropped)
+        # The retry interval is waited out in `wait_open`, which a close ends
+        # at once: the callers still waiting learn of it then, not when it is over.
+        not_before = anyio.current_time() + self._store.interval * call.attempts
+        connection = await self._wait_open(dropped, not_before)
         try:
             result = await self._send(call)
         except RPCError as error:
             await self._failed_attempt(call, error)
+        except StrictRefusal as refusal:  # not a CALLERROR: a resend would be refused alike
+            logger.warning("durable call %s (%s) failed strict mode: it leaves the store: %r",
+                           call.message_id, call.method, refusal.error)
+            await self._finish(call, error=refusal.error)
         except TimeoutError:  # as after a drop: the answer may yet come on this connection
             logger.info("durable call %s (%s) got no answer in time: it goes out again on the "
                         "next connection", call.message_id, call.method)

@@ -19,6 +19,30 @@ from .events import Observers, StrictValidationFailureEvent
 logger = logging.getLogger("ocpp_rpc.connection")
 
 
+class StrictRefusal(Exception):
+    """Strict mode refused a call's params or the peer's result (`error`, the
+    `RPCError` an ordinary call raises): a resend would be refused alike."""
+
+    def __init__(self, error: RPCError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def report_failure(
+    events: Observers, error: RPCError, message_id: str, method: str, outbound: bool,
+    is_call: bool,
+) -> None:
+    """Log a strict-mode failure and emit its `strict_validation_failure` event."""
+    logger.info(
+        "strict mode: %s %s %r (%s): %s", "outbound" if outbound else "inbound",
+        "call" if is_call else "result", method, message_id, error,
+    )
+    events.emit(
+        "strict_validation_failure",
+        StrictValidationFailureEvent(error, message_id, method, outbound, is_call),
+    )
+
+
 class StrictChecks:
     """The strict-mode checks of one connection (one validator)."""
 
@@ -79,11 +103,4 @@ class StrictChecks:
     ) -> None:
         # Raised here, not read off the wire: spelled as the peer would (1.6J's own).
         error.code = self._exchange.dialect.spelling(error.code)
-        logger.info(
-            "strict mode: %s %s %r (%s): %s", "outbound" if outbound else "inbound",
-            "call" if is_call else "result", method, message_id, error,
-        )
-        self._events.emit(
-            "strict_validation_failure",
-            StrictValidationFailureEvent(error, message_id, method, outbound, is_call),
-        )
+        report_failure(self._events, error, message_id, method, outbound, is_call)

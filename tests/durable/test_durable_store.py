@@ -3,6 +3,7 @@ file's failures (damaged, not a store, held by another process)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -193,12 +194,43 @@ async def test_a_truncated_store_fails_loudly(tmp_path: Path) -> None:
     assert len(path.read_bytes()) == len(data) // 2
 
 
-async def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+async def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """Refused before anything is changed: not switched to WAL (its header
+    and journal mode), no -wal or -shm file beside it."""
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE settings (key TEXT, value TEXT)")
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE settings (key TEXT, value TEXT)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
     with pytest.raises(StoreCorrupt, match="not an ocpp_rpc store"):
         await SQLiteStore(path).open()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["other.db"]
+
+
+async def test_a_call_whose_params_are_not_utf8_is_refused_at_open(tmp_path: Path) -> None:
+    """One byte of a stored call's params changed to 0xFF (bit rot): SQLite's
+    quick_check and json_valid still pass, but the call cannot be read. The
+    store is refused at open (StoreCorrupt) instead of failing every
+    `first` later, and the file is left as it was."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    await store.open()
+    for n in range(3):
+        await store.append(f"id{n}", "MeterValues", {"n": n, "pad": "abcdefghij"})
+    await store.close()
+    data = bytearray(path.read_bytes())
+    data[data.index(b'"n":1,"pad":"abc') + 14] = 0xFF
+    path.write_bytes(bytes(data))
+    with sqlite3.connect(path) as db:  # what SQLite alone sees: nothing wrong
+        assert db.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+        assert db.execute("SELECT min(json_valid(params)) FROM calls").fetchone() == (1,)
+    db.close()
+    damaged = path.read_bytes()
+    with pytest.raises(StoreCorrupt, match="unreadable"):
+        await SQLiteStore(path).open()
+    assert path.read_bytes() == damaged
 
 
 async def test_an_unreadable_path_fails_loudly(tmp_path: Path) -> None:
