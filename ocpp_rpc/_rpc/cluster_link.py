@@ -24,15 +24,12 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
 from ..errors import NotConnected
 from .client import RPCClient
-
-if TYPE_CHECKING:
-    from .server import ServerClient
 
 logger = logging.getLogger("ocpp_rpc.cluster")
 
@@ -74,7 +71,11 @@ class _Turn:
         self.users = 0
 
 
-class ClusterLink:
+#: The server's kind of client.
+C = TypeVar("C", bound=RPCClient)
+
+
+class ClusterLink(Generic[C]):
     """The server's side of its cluster node: one per running server.
 
     ``async with link:`` attaches the server and joins the cluster
@@ -85,7 +86,7 @@ class ClusterLink:
     def __init__(
         self,
         cluster: ClusterNode,
-        clients: MutableMapping[str, ServerClient],
+        clients: MutableMapping[str, C],
         close_all: Callable[[int, str], Any],
     ) -> None:
         self.cluster = cluster
@@ -100,7 +101,7 @@ class ClusterLink:
         self._admitting: dict[RPCClient, Refusal | None] = {}
         self._turns: dict[str, _Turn] = {}
 
-    async def __aenter__(self) -> ClusterLink:
+    async def __aenter__(self) -> ClusterLink[C]:
         self.cluster.attach(self)
         await self.cluster.__aenter__()
         return self

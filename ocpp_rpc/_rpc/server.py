@@ -167,7 +167,7 @@ class RPCServer:
             raise ValueError("max_connections must be positive (or None: unlimited)")
         self._handshake_timeout = handshake_timeout
         self._cluster = cluster
-        self._link: ClusterLink | None = None
+        self._link: ClusterLink[ServerClient] | None = None
         self._max_header_size = max_header_size
         self._max_connections = max_connections
         self._connection_count = 0  # upgrades past the capacity check + running clients
