@@ -376,11 +376,12 @@ class SQLiteStore(_Limits):
         # that is not UTF-8 passes quick_check and json_valid (SQLite does not
         # check encodings), and would fail every `first` instead of this open.
         count = bad = 0
-        for valid_json, text in db.execute(
-            "SELECT json_valid(params), CAST(message_id || method || params AS BLOB) FROM calls"
-        ):
+        for valid_json, *texts in db.execute(
+            "SELECT json_valid(params), CAST(message_id AS BLOB), CAST(method AS BLOB), "
+            "CAST(params AS BLOB) FROM calls"
+        ):  # each column alone: a character cut across two would decode once joined
             count += 1
-            if not valid_json or not _is_utf8(text):
+            if not valid_json or not all(map(_is_utf8, texts)):
                 bad += 1
         if bad:
             raise StoreCorrupt(f"the store {path} is damaged: {bad} unreadable call(s)")

@@ -3,6 +3,7 @@ and the values that describe an endpoint's connection (`State`, `CloseResult`)."
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Callable
@@ -167,5 +168,5 @@ class Observers:
         for callback in tuple(self._observers.get(event, ())):
             try:
                 callback(payload)
-            except Exception:
+            except (Exception, asyncio.CancelledError):  # a plain callback is never cancelled
                 logger.exception("observer %r of event %r raised", callback, event)

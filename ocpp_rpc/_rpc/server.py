@@ -605,9 +605,12 @@ class RPCServer:
                 accept = await self._auth(handshake)
         except Reject:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else stray_cancellation(exc)
+            if error is None:
+                raise
             logger.exception("auth callback raised for %r", handshake.identity)
-            self._observers.emit("error", exc)
+            self._observers.emit("error", error)
             raise Reject(500, "Internal Server Error") from None
         if accept is None:
             accept = Accept()

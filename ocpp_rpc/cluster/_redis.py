@@ -391,9 +391,10 @@ class RedisLink:
             return None
         return str(result[0]), str(result[1])
 
-    async def alive(self, node_id: str, instance: str) -> bool:
+    async def lease_holder(self, node_id: str) -> str | None:
+        """The instance holding node `node_id`'s lease, or None (no live node)."""
         with self._failures("lease check"), anyio.fail_after(self.op_timeout):
-            return await self.client.get(self.layout.lease(node_id)) == instance
+            return await self.client.get(self.layout.lease(node_id))
 
     # -- messages ------------------------------------------------------------------
 

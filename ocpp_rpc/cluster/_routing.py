@@ -81,8 +81,9 @@ class _Pending:
     event: anyio.Event = field(default_factory=anyio.Event)
     reply: Reply | None = None
     failure: BaseException | None = None
-    #: This node's subscription dropped while the call was out (see `subscription_lost`).
-    subscription_dropped: bool = False
+    #: When Redis was last seen gone while the call was out (`subscription_lost`, or
+    #: a failed lease check): Redis may have restarted, losing every lease.
+    unsure_since: float | None = None
 
 
 def _unwrap(reply: Reply, identity: str) -> Any:
@@ -125,10 +126,10 @@ class Caller:
     def subscription_lost(self) -> None:
         """This node's subscription dropped: Redis may have restarted and lost
         every lease, so a node holding one of the calls out may be alive and
-        re-joining. Its missing lease no longer proves it lost: those calls
-        wait for their answer or their deadline."""
+        re-joining under a new lease (see `_wait`)."""
+        now = anyio.current_time()
         for pending in self._pending.values():
-            pending.subscription_dropped = True
+            pending.unsure_since = now
 
     def fail_all(self, failure: BaseException) -> None:
         for pending in self._pending.values():
@@ -185,21 +186,29 @@ class Caller:
 
     async def _wait(self, pending: _Pending, node: str, instance: str) -> Reply:
         """The reply; meanwhile, every half lease, check that the node that
-        got the call is still alive (it may die with the call), unless that
-        check cannot be trusted any more (`subscription_lost`)."""
+        got the call still holds the lease it had (it may die with the call).
+
+        After Redis was seen gone (it may have restarted and lost every
+        lease), a live node re-joins under a new lease within a lease or so:
+        that lease is then the one to check, and a node without one is lost
+        only once that time has passed since Redis was last seen gone."""
         while True:
             with anyio.move_on_after(max(self._lease / 2, 0.05)):
                 await pending.event.wait()
-            unanswered = pending.failure is None and pending.reply is None
-            if unanswered and not pending.subscription_dropped:
+            if pending.failure is None and pending.reply is None:
                 try:
-                    alive = await self._link.alive(node, instance)
-                except ClusterUnavailable:
-                    alive = True  # unknown: keep waiting (the deadline still holds)
-                if not alive and pending.reply is None:
-                    raise ConnectionClosed(
-                        1006, f"cluster node {node} was lost before the charger answered"
-                    )
+                    holder = await self._link.lease_holder(node)
+                except ClusterUnavailable:  # unknown: keep waiting (the deadline still holds)
+                    pending.unsure_since = anyio.current_time()
+                    holder = instance
+                if holder != instance and pending.reply is None:
+                    unsure = pending.unsure_since
+                    if unsure is not None and holder is not None:
+                        instance = holder  # re-joined after a Redis restart
+                    elif unsure is None or anyio.current_time() - unsure > 1.5 * self._lease:
+                        raise ConnectionClosed(
+                            1006, f"cluster node {node} was lost before the charger answered"
+                        )
             if pending.failure is not None:
                 raise pending.failure
             if pending.reply is not None:

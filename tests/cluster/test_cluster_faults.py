@@ -14,6 +14,7 @@ import pytest
 from clusterkit import FakeHost, Proxy, nodes, wait_for, wait_for_async
 from redisserver import RedisServer
 
+from ocpp_rpc import ConnectionClosed
 from ocpp_rpc.cluster import ClusterUnavailable, NotConnected, RedisCluster
 
 pytestmark = pytest.mark.anyio
@@ -76,6 +77,50 @@ async def test_a_redis_restart_mid_call_is_not_a_lost_node(
             tg.start_soon(restart)
             with anyio.fail_after(5):
                 assert await worker.call("CP1", "sleep", {"delay": 2.0}, timeout=4) == "slept"
+
+
+async def test_a_node_lost_after_a_redis_restart_is_still_seen_lost(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """Once the node holding the charger has re-joined after a Redis restart
+    (under a new lease), its death is noticed again: the waiting call fails
+    with ConnectionClosed(1006) well before its deadline."""
+    lease = 1.0
+    async with (
+        Proxy(own_redis.port) as proxy,
+        RedisCluster(proxy.url(), prefix=prefix, lease=lease) as node,
+        RedisCluster(own_redis.url, prefix=prefix, lease=lease) as worker,
+    ):
+        await FakeHost(node).connect("CP1")
+        outcome: list[BaseException] = []
+        ended = anyio.Event()
+
+        async def call() -> None:
+            try:
+                await worker.call("CP1", "hang", timeout=20)
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await anyio.sleep(0.2)
+            own_redis.kill()
+            await anyio.sleep(0.2)
+            await anyio.to_thread.run_sync(own_redis.start)
+            await wait_for_async(lambda: _holds(worker, "CP1", node.node_id), timeout=5)
+            await proxy.cut()  # the node vanishes: no renewal, no answer
+            with anyio.fail_after(lease * 5):
+                await ended.wait()
+        assert isinstance(outcome[0], ConnectionClosed) and outcome[0].code == 1006
+
+
+async def _holds(worker: RedisCluster, identity: str, node_id: str) -> bool:
+    try:
+        return await worker.locate(identity) == node_id
+    except ClusterUnavailable:
+        return False
 
 
 async def test_cut_off_longer_than_the_lease(redis: RedisServer, prefix: str) -> None:

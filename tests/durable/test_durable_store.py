@@ -209,11 +209,14 @@ async def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path:
     assert os.listdir(tmp_path) == ["other.db"]
 
 
-async def test_a_call_whose_params_are_not_utf8_is_refused_at_open(tmp_path: Path) -> None:
-    """One byte of a stored call's params changed to 0xFF (bit rot): SQLite's
-    quick_check and json_valid still pass, but the call cannot be read. The
-    store is refused at open (StoreCorrupt) instead of failing every
-    `first` later, and the file is left as it was."""
+@pytest.mark.parametrize("damage", ["params", "across-columns"])
+async def test_a_call_that_is_not_utf8_is_refused_at_open(tmp_path: Path, damage: str) -> None:
+    """Bit rot in a stored call: one byte of its params changed to 0xFF, or
+    the last byte of its message id and the first of its method changed so
+    that each column alone is not UTF-8 but the two side by side are (é).
+    SQLite's quick_check and json_valid still pass, but the call cannot be
+    read. The store is refused at open (StoreCorrupt) instead of failing
+    every `first` later, and the file is left as it was."""
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
     await store.open()
@@ -221,7 +224,11 @@ async def test_a_call_whose_params_are_not_utf8_is_refused_at_open(tmp_path: Pat
         await store.append(f"id{n}", "MeterValues", {"n": n, "pad": "abcdefghij"})
     await store.close()
     data = bytearray(path.read_bytes())
-    data[data.index(b'"n":1,"pad":"abc') + 14] = 0xFF
+    if damage == "params":
+        data[data.index(b'"n":1,"pad":"abc') + 14] = 0xFF
+    else:
+        at = data.index(b"id1MeterValues")
+        data[at + 2 : at + 4] = "é".encode()  # 0xC3 ends the id, 0xA9 starts the method
     path.write_bytes(bytes(data))
     with sqlite3.connect(path) as db:  # what SQLite alone sees: nothing wrong
         assert db.execute("PRAGMA quick_check").fetchall() == [("ok",)]

@@ -204,6 +204,28 @@ async def test_auth_hook_raising_refuses_the_client_and_reports_the_error(
             assert any(r.exc_info and r.exc_info[1] is failure for r in caplog.records)
 
 
+async def test_a_stray_cancelled_error_from_the_auth_hook_answers_500() -> None:
+    """On asyncio an auth hook that awaits a future something else cancelled
+    is refused like any failing hook, and the server serves on."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            errors: list[BaseException] = []
+            server.on("error", errors.append)
+
+            @server.auth
+            async def auth(handshake: Handshake) -> None:
+                if handshake.identity == "bad":
+                    await stray_cancellation()
+
+            with pytest.raises(ConnectError) as info:
+                async with make_client(url, "bad"):
+                    pytest.fail("connected although the auth hook failed")
+            assert info.value.status == 500
+            assert len(errors) == 1 and isinstance(errors[0].__cause__, asyncio.CancelledError)
+            async with make_client(url, "good") as good:
+                assert good.state is State.OPEN
+
+
 async def test_auth_accept_of_a_protocol_not_offered_refuses_the_client() -> None:
     with anyio.fail_after(5):
         async with serving(protocols=["ocpp2.0.1", "ocpp1.6"]) as (server, url):
