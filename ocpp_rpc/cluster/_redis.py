@@ -25,8 +25,8 @@ import math
 import os
 import ssl
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -188,8 +188,8 @@ class RedisLink:
             ),
         )
 
-    @contextmanager
-    def _failures(self, what: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def _failures(self, what: str) -> AsyncIterator[None]:
         try:
             yield
         except ClusterUnavailable:
@@ -198,6 +198,9 @@ class RedisLink:
             cause = unavailable_cause(exc)
             if cause is None:
                 raise
+            # coredis turns a cancellation while it connects into a connection
+            # error (on trio the Cancelled is lost): the cancellation wins.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             raise ClusterUnavailable(
                 f"{what}: Redis at {redact(self.url)} failed: {cause}"
             ) from cause
@@ -220,11 +223,14 @@ class RedisLink:
             if failure is not None:
                 raise failure
             self._stack, self._client, self._control = stack, client, control
-            for name in _SCRIPT_NAMES:
-                source = getattr(_scripts, name)
-                self._scripts[name] = client.register_script(source)
-                with self._failures("loading scripts"):
-                    await client.script_load(source)  # also proves Redis answers
+            # Also proves that Redis answers: within the operations' bound, not
+            # the shared pool's generous response timeout.
+            async with self._failures("loading scripts"):
+                with anyio.fail_after(self.op_timeout):
+                    for name in _SCRIPT_NAMES:
+                        source = getattr(_scripts, name)
+                        self._scripts[name] = client.register_script(source)
+                        await client.script_load(source)
         except BaseException:
             self._stack = None
             self._client = self._control = None
@@ -247,7 +253,7 @@ class RedisLink:
         with anyio.CancelScope(shield=True):
             async with AsyncExitStack() as stack:
                 try:
-                    with self._failures("connecting"):
+                    async with self._failures("connecting"):
                         await stack.enter_async_context(client)
                         await stack.enter_async_context(control)
                 except Exception as exc:
@@ -297,10 +303,9 @@ class RedisLink:
         client = self._control if control else self._client
         if client is None:
             raise ClusterUnavailable("the cluster is not running")
-        with self._failures(name.lower()), anyio.fail_after(
-            self.op_timeout if bounded else None
-        ):
-            return await self._scripts[name](keys=list(keys), args=list(args), client=client)
+        async with self._failures(name.lower()):
+            with anyio.fail_after(self.op_timeout if bounded else None):
+                return await self._scripts[name](keys=list(keys), args=list(args), client=client)
 
     # -- presence ---------------------------------------------------------------
 
@@ -364,8 +369,9 @@ class RedisLink:
         return [(str(result[i]), str(result[i + 1])) for i in range(1, len(result), 2)]
 
     async def members(self, instance: str) -> set[str]:
-        with self._failures("members"), anyio.fail_after(self.op_timeout):
-            return set(await self.client.smembers(self.layout.instance(instance)))
+        async with self._failures("members"):
+            with anyio.fail_after(self.op_timeout):
+                return set(await self.client.smembers(self.layout.instance(instance)))
 
     async def prune(self, node_id: str, instance: str, identities: Sequence[str]) -> int:
         layout = self.layout
@@ -393,8 +399,9 @@ class RedisLink:
 
     async def lease_holder(self, node_id: str) -> str | None:
         """The instance holding node `node_id`'s lease, or None (no live node)."""
-        with self._failures("lease check"), anyio.fail_after(self.op_timeout):
-            return await self.client.get(self.layout.lease(node_id))
+        async with self._failures("lease check"):
+            with anyio.fail_after(self.op_timeout):
+                return await self.client.get(self.layout.lease(node_id))
 
     # -- messages ------------------------------------------------------------------
 
@@ -412,8 +419,9 @@ class RedisLink:
         return str(result[0]), str(result[1]), int(result[2])
 
     async def publish(self, channel: str, message: str) -> int:
-        with self._failures("publish"), anyio.fail_after(self.op_timeout):
-            return int(await self.client.publish(channel, message))
+        async with self._failures("publish"):
+            with anyio.fail_after(self.op_timeout):
+                return int(await self.client.publish(channel, message))
 
     async def subscribe(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,29 @@ async def test_join_refused_raises_cluster_unavailable(prefix: str) -> None:
             async with RedisCluster(f"redis://127.0.0.1:{free_port()}/0", prefix=prefix):
                 pass
     assert isinstance(caught.value, OSError)
+
+
+async def test_a_join_cancelled_while_redis_is_silent_is_cancelled(prefix: str) -> None:
+    """Redis accepts the connection but never answers: cancelling the join
+    (here `move_on_after`) cancels it, on both backends, instead of letting
+    coredis's "cannot connect" escape the cancelled scope as ClusterUnavailable."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(10)  # the kernel completes the handshakes; nobody reads
+        port = silent.getsockname()[1]
+        url = f"redis://127.0.0.1:{port}/0"
+        with anyio.fail_after(5):
+            with anyio.move_on_after(0.3) as scope:
+                async with RedisCluster(url, prefix=prefix):
+                    pytest.fail("joined a Redis that never answers")
+        assert scope.cancelled_caught
+        # Uncancelled, the join fails within its operations' bound (2 x lease / 3),
+        # not the shared pool's 10 s response timeout.
+        start = anyio.current_time()
+        with anyio.fail_after(5), pytest.raises(ClusterUnavailable):
+            async with RedisCluster(url, prefix=prefix, lease=0.6):
+                pass
+        assert anyio.current_time() - start < 2
 
 
 async def test_join_and_leave_keep_nothing_behind(redis: RedisServer, prefix: str) -> None:
