@@ -162,6 +162,14 @@ class ClusterLink(Generic[C]):
 
     async def deliver(self, identity: str, method: str, params: Any, timeout: float) -> Any:
         client = self._clients.get(identity)
+        turn = self._turns.get(identity) if client is None else None
+        if turn is not None:
+            # Being admitted here: Redis routes to it from the moment it is
+            # registered, before the server serves it (which it does as the
+            # admission ends, before anything else runs).
+            async with turn.lock:
+                pass
+            client = self._clients.get(identity)
         if client is None:
             raise NotConnected(identity)
         return await client.call(method, params, timeout=timeout)

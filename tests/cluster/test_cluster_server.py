@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -100,6 +101,62 @@ async def test_calls_by_identity_reach_a_charger_on_another_node(
                 await caller.call("CP404", "Echo", timeout=30)
             assert not_connected.value.identity == "CP404"
             assert elapsed_since(start) < 0.5
+
+
+class HeldRegistration(RedisCluster):
+    """A node whose registrations return only when `hold` is set: the window
+    in which Redis already routes calls to a charger the server is still
+    admitting, which a loaded machine can stretch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold = anyio.Event()
+        self.registered = anyio.Event()
+
+    async def register(self, identity: str, connection_id: str, protocol: str | None = None) -> Any:
+        owner = await super().register(identity, connection_id, protocol)
+        self.registered.set()
+        await self.hold.wait()
+        return owner
+
+
+async def test_a_call_routed_while_the_charger_is_being_admitted_waits_for_it(
+    redis: RedisServer, prefix: str
+) -> None:
+    """Registered in Redis, the charger is routed to before its server has
+    finished admitting it: the call waits for the admission instead of
+    finding nobody there (NotConnected, a flaky failure under load)."""
+    cluster = HeldRegistration(redis.url, prefix=prefix, lease=1.0)
+    async with (
+        RPCServer(protocols=[PROTOCOL], ping_interval=None, cluster=cluster) as server,
+        worker(redis.url, prefix) as api,
+        chargers() as cps,
+        anyio.create_task_group() as tg,
+    ):
+        listening = await server.listen(0, "127.0.0.1")
+        tg.start_soon(cps.connect, f"ws://127.0.0.1:{listening.port}/ocpp", "CP1")
+        with anyio.fail_after(5):
+            await cluster.registered.wait()
+        outcome: list[Any] = []
+        answered = anyio.Event()
+
+        async def call() -> None:
+            try:
+                outcome.append(await api.call("CP1", "Echo", {"n": 1}, timeout=5))
+            except Exception as exc:
+                outcome.append(exc)
+            answered.set()
+
+        tg.start_soon(call)
+        try:
+            with anyio.move_on_after(0.3):  # time enough for the call to reach the node and back
+                await answered.wait()
+            assert outcome == []
+        finally:
+            cluster.hold.set()  # else the server's close waits for the admission forever
+        with anyio.fail_after(5):
+            await answered.wait()
+        assert outcome == [{"identity": "CP1", "charger": 1, "params": {"n": 1}}]
 
 
 async def test_a_charger_that_never_answers_times_out_at_the_callers_deadline(
