@@ -21,8 +21,9 @@ Contenders, each measurement in its own subprocess (loopback only):
 A contender whose runtime is missing is skipped (its row says why).
 
 Driver-fed servers (benchmarks/server_*): server_node.js, server_ours.py
-(asyncio, asyncio + uvloop + orjson, trio, and asyncio with generation 2's GC
-threshold raised as docs/csms.md suggests), server_websockets.py,
+(asyncio, asyncio + uvloop + orjson, trio, asyncio with generation 2's GC
+threshold raised as docs/csms.md suggests, and asyncio with the collector off:
+what the rest of its work costs; each times its collector), server_websockets.py,
 server_picows.py and server_trio_floor.py (floors); the driver is installed
 by `driver.py install`.
 """
@@ -225,6 +226,8 @@ import driver as drv  # noqa: E402  (benchmarks/ is no package)
 # Plain asyncio with generation 2's threshold raised, as docs/csms.md ("Many charge
 # points") tells an operator: the figures with the collector's full passes mostly gone.
 GC_TUNED = "ocpp_rpc asyncio, gc.set_threshold(700, 10, 100)"
+# Plain asyncio with no collection at all: what the rest of the server's work costs.
+GC_OFF = "ocpp_rpc asyncio, collector off"
 FED_FLOORS = ("websockets (floor)", "picows + uvloop (floor)", "trio raw sockets (floor)")
 
 
@@ -237,6 +240,7 @@ class Fed:
     env: dict[str, str] | None = None
     missing: str | None = None
     calls: bool = True  # answers the ``call`` command (server-initiated calls)
+    collector: bool = False  # server_ours.py: times its collector (``--gc-stats``)
 
 
 def _has(*modules: str) -> str | None:
@@ -246,16 +250,21 @@ def _has(*modules: str) -> str | None:
 
 def fed_contenders() -> list[Fed]:
     py, ours = sys.executable, str(HERE / "server_ours.py")
+
+    def ours_with(name: str, *argv: str, missing: str | None = None) -> Fed:
+        return Fed(name, [py, ours, *argv, "--gc-stats"], missing=missing, collector=True)
+
     modules = drv.node_modules()
     return [
         Fed(NODE, ["node", str(HERE / "server_node.js")],
             {"OCPP_RPC_NODE_MODULES": str(modules)} if modules else None,
             None if modules and shutil.which("node") else "no node or no ocpp-rpc in node_modules"),
-        Fed("ocpp_rpc asyncio", [py, ours, "--backend", "asyncio"]),
-        Fed("ocpp_rpc asyncio+uvloop+orjson", [py, ours, "--uvloop", "--fast"],
-            missing=_has("uvloop", "orjson")),
-        Fed("ocpp_rpc trio", [py, ours, "--backend", "trio"], missing=_has("trio")),
-        Fed(GC_TUNED, [py, ours, "--backend", "asyncio", "--gc-threshold", "700,10,100"]),
+        ours_with("ocpp_rpc asyncio", "--backend", "asyncio"),
+        ours_with("ocpp_rpc asyncio+uvloop+orjson", "--uvloop", "--fast",
+                  missing=_has("uvloop", "orjson")),
+        ours_with("ocpp_rpc trio", "--backend", "trio", missing=_has("trio")),
+        ours_with(GC_TUNED, "--backend", "asyncio", "--gc-threshold", "700,10,100"),
+        ours_with(GC_OFF, "--backend", "asyncio", "--gc-threshold", "0,0,0"),
         Fed(FED_FLOORS[0], [py, str(HERE / "server_websockets.py")],
             missing=_has("websockets"), calls=False),
         Fed(FED_FLOORS[1], [py, str(HERE / "server_picows.py")],
@@ -280,6 +289,8 @@ def fed_rows(args: argparse.Namespace) -> list[FedRow]:
         FedRow(f"{k} clients fan-in, 1 KB MeterValues: calls/s (µs/call)", "fanin mv", "rate"),
         FedRow("one client, 100 in flight, pipelined: calls/s (µs/call)", "seq 100", "rate"),
         FedRow(f"connection setup at {n:,}: conn/s (server CPU µs/conn)", "conns", "rate"),
+        FedRow("  of which the cyclic collector: µs/conn (full passes; longest, ms)", "conns",
+               "gc_us", cpu=False),
         FedRow(f"idle memory at {n:,}: server KiB/conn (lower is better)", "conns", "kib",
                cpu=False),
         FedRow(f"server calls {k} clients, GetConfiguration: calls/s (µs/call)", "answer",
@@ -299,7 +310,8 @@ def fed_measure(server: drv.Server, fed: Fed, args: argparse.Namespace
     }
     if fed.calls:
         out["answer"] = drv.answer(server, k, args.fed_answer_calls, "gc")
-    out["conns"] = drv.conns(server, args.fed_conns, warm=args.fed_warm, settle=args.fed_settle)
+    out["conns"] = drv.conns(server, args.fed_conns, warm=args.fed_warm, settle=args.fed_settle,
+                             collector=fed.collector)
     return out
 
 
@@ -337,14 +349,19 @@ def render_fed(names: list[str], samples: dict[str, dict[str, list[dict[str, flo
         def value_of(x: dict[str, float], metric: str = metric) -> float:
             return x[metric]
 
-        anchor = med(by_name[NODE], value_of) if by_name.get(NODE) else None
+        node = by_name.get(NODE)
+        anchor = med(node, value_of) if node and metric in node[0] else None
         cells = []
         for name in names:
             got = by_name.get(name)
-            if not got:
+            if not got or metric not in got[0]:
                 cells.append("-")
                 continue
             value = med(got, value_of)
+            if metric == "gc_us":
+                cells.append(f"{value:,.0f} ({med(got, lambda x: x['full_passes']):.0f}; "
+                             f"{med(got, lambda x: x['longest']):,.0f})")
+                continue
             cell = f"{value:,.1f}" if row.metric == "kib" else f"{value:,.0f}"
             if row.cpu:
                 cell += f" ({med(got, lambda x: x['cpu_us']):,.1f})"

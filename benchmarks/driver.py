@@ -5,6 +5,8 @@ window. A library for bench.py and a small CLI:
     python benchmarks/driver.py install
     python benchmarks/driver.py run -- python benchmarks/server_ours.py --backend trio
     python benchmarks/driver.py run --mode seq --conc 100 -- node benchmarks/server_node.js
+    python benchmarks/driver.py run --mode conns --n 10000 --collector \
+        -- python benchmarks/server_ours.py --gc-stats [--gc-threshold 0,0,0]
 
 The server command gets ``--port P`` appended (unless it contains ``{port}``,
 which is replaced); it must bind 127.0.0.1:P. Servers of benchmarks/server_*
@@ -367,26 +369,42 @@ def seq(server: Server, n: int = 20_000, conc: int = 100, msg: str = "hb") -> di
 
 
 def conns(server: Server, n: int = 10_000, warm: int = 200, parallel: int = 50,
-          settle: float = 1.0) -> dict[str, float]:
+          settle: float = 1.0, collector: bool = False) -> dict[str, float]:
     """Open `warm` connections, then `n` more: conn/s and server CPU per
     connection of the `n`, and the server's RSS growth per connection (KiB)
-    while they are idle."""
+    while they are idle. With `collector` (server_ours.py ``--gc-stats``), the
+    cyclic collector's share in the window too: µs per connection in all its
+    collections (``gc_us``) and in full ones (``full_us``), the ``longest``
+    full one (ms), how many ``full_passes``, and the objects it tracks per
+    connection at the end (``tracked``)."""
     with Driver("conns", server.url, "--stages", f"{warm},{warm + n}",
                 "--parallel", str(parallel), max_seconds=300) as d:
         first = d.line()
         if first["failed"]:
             raise RuntimeError(f"conns: {first}")
         time.sleep(settle)
+        gc0 = server.command(op="gc") if collector else {}
         rss0, cpu0 = rss_kib(server.pid), cpu_seconds(server.pid)
         d.say()
         stage = d.line()
         cpu = cpu_seconds(server.pid) - cpu0
+        gc1 = server.command(op="gc") if collector else {}
         time.sleep(settle)
         rss1 = rss_kib(server.pid)
     if stage["failed"]:
         raise RuntimeError(f"conns: {stage}")
-    return {"rate": stage["conn_per_s"], "cpu_us": 1e6 * cpu / stage["opened"],
-            "kib": (rss1 - rss0) / stage["opened"], "opened": stage["opened"]}
+    opened = stage["opened"]
+    result = {"rate": stage["conn_per_s"], "cpu_us": 1e6 * cpu / opened,
+              "kib": (rss1 - rss0) / opened, "opened": opened}
+    if collector:
+        result |= {
+            "gc_us": 1e6 * (gc1["seconds"] - gc0["seconds"]) / opened,
+            "full_us": 1e6 * (gc1["full_seconds"] - gc0["full_seconds"]) / opened,
+            "longest": 1e3 * gc1["longest"],  # the window's (the warm-up's are short)
+            "full_passes": gc1["collections"][2] - gc0["collections"][2],
+            "tracked": (gc1["tracked"] - gc0["tracked"]) / opened,
+        }
+    return result
 
 
 def answer(server: Server, clients: int = 200, calls: int = 20, msg: str = "gc"
@@ -426,6 +444,8 @@ def main() -> None:
     run.add_argument("--n", type=int, default=20_000, help="seq: calls; conns: connections")
     run.add_argument("--conc", type=int, default=100)
     run.add_argument("--listeners", type=int, default=1)
+    run.add_argument("--collector", action="store_true",
+                     help="conns: the collector's share too (server_ours.py --gc-stats)")
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.cmd == "install":  # a part that cannot be installed is skipped by bench.py
@@ -443,7 +463,7 @@ def main() -> None:
         elif args.mode == "seq":
             result = seq(server, args.n, args.conc, args.msg or "hb")
         elif args.mode == "conns":
-            result = conns(server, args.n)
+            result = conns(server, args.n, collector=args.collector)
         else:
             result = answer(server, args.clients, msg=args.msg or "gc")
     print(json.dumps(result))

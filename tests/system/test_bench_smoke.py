@@ -55,7 +55,7 @@ def test_bench_smoke_feeds_our_server_from_the_raw_driver(tmp_path: Path) -> Non
     out = tmp_path / "fed.json"
     done = subprocess.run(
         [sys.executable, str(BENCH), "--smoke", "--tables", "driver", "--only", "trio", "node",
-         "set_threshold", "--json", str(out)],
+         "set_threshold", "collector off", "--json", str(out)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -70,3 +70,11 @@ def test_bench_smoke_feeds_our_server_from_the_raw_driver(tmp_path: Path) -> Non
             sample = samples[measurement][name][0]
             assert sample["rate"] > 0 and sample["cpu_us"] >= 0, (measurement, name, sample)
         assert samples["conns"][name][0]["opened"] == 20
+    assert "of which the cyclic collector" in done.stdout
+    for name in ("ocpp_rpc trio", "ocpp_rpc asyncio, collector off"):
+        setup = samples["conns"][name][0]
+        # every connection keeps its client, connection and transport for the collector
+        assert setup["tracked"] > 20, setup
+    off = samples["conns"]["ocpp_rpc asyncio, collector off"][0]
+    assert off["gc_us"] == 0 and off["full_passes"] == 0, off
+    assert "gc_us" not in samples["conns"]["Node ocpp-rpc 2.2.1"][0]
