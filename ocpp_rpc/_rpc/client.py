@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -438,13 +438,15 @@ class RPCClient:
         return ws
 
     def _url(self) -> str:
-        endpoint = self._endpoint
-        if endpoint.endswith("/"):
-            endpoint = endpoint[:-1]
-        url = f"{endpoint}/{quote(self._identity, safe='')}"
+        # The identity is the path's last segment even when the endpoint has a
+        # query of its own (a token, say): `query` joins that query.
+        scheme, netloc, path, query, fragment = urlsplit(self._endpoint)
+        if path.endswith("/"):
+            path = path[:-1]
+        path = f"{path}/{quote(self._identity, safe='')}"
         if self._options.query:
-            url += ("&" if "?" in url else "?") + urlencode(self._options.query)
-        return url
+            query = "&".join(filter(None, (query, urlencode(self._options.query))))
+        return urlunsplit((scheme, netloc, path, query, fragment))
 
     async def _serve(self, transport: Transport, first: Callable[[], Awaitable[None]] | None = None
                      ) -> CloseResult:

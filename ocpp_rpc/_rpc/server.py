@@ -127,7 +127,8 @@ class RPCServer:
     - `max_message_size`: bytes of one inbound message; beyond: close 1009.
     - `max_connections`: WebSocket connections at once, upgrades in progress
       included (None: no limit); beyond: 503. A client that replaces its own
-      older connection (same identity) is not refused.
+      older connection (same identity) is not refused, one upgrade at a time
+      per identity.
 
     With ``cluster=RedisCluster(...)`` (`ocpp_rpc.cluster`) the server is a
     node of a CSMS that spans processes and machines: entering ``async with``
@@ -171,6 +172,7 @@ class RPCServer:
         self._max_header_size = max_header_size
         self._max_connections = max_connections
         self._connection_count = 0  # upgrades past the capacity check + running clients
+        self._replacing: set[str] = set()  # identities upgrading past max_connections
         self._host_keepalive_options: Options | None = None
         self._asgi_app: ASGIApp | None = None
         self._options = Options(
@@ -547,26 +549,35 @@ class RPCServer:
             identity = handshake.identity
             if self._closing:
                 raise Reject(503, "server closing")
-            if self._over_capacity(identity):
-                raise Reject(503, "too many connections")
+            replacing = self._check_capacity(identity)
         except Reject as exc:
             await self._refuse(upgrade, identity, exc)
             return None
         self._connection_count += 1
+        if replacing:
+            self._replacing.add(identity)
         admitted = None
         try:
             admitted = await self._authorize_and_accept(upgrade, handshake)
         finally:
+            if replacing:
+                self._replacing.discard(identity)
             if admitted is None:
                 self._connection_count -= 1
         return admitted
 
-    def _over_capacity(self, identity: str) -> bool:
+    def _check_capacity(self, identity: str) -> bool:
+        """Whether an upgrade for `identity` is let in past `max_connections`
+        (Reject 503 if it is not let in at all)."""
         limit = self._max_connections
-        # A reconnect that will replace its own stale connection is let in.
-        return limit is not None and self._connection_count >= limit and (
-            identity not in self._clients
-        )
+        if limit is None or self._connection_count < limit:
+            return False
+        # A reconnect that will replace its own stale connection is let in, one
+        # at a time: else anyone who knows a connected identity could hold any
+        # number of slots while the auth hook runs.
+        if identity not in self._clients or identity in self._replacing:
+            raise Reject(503, "too many connections")
+        return True
 
     async def _authorize_and_accept(
         self, upgrade: Upgrade, handshake: Handshake

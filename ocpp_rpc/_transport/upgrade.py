@@ -233,10 +233,17 @@ async def read_upgrade_request(
         raise await _refuse(stream, 400, "missing or invalid Sec-WebSocket-Key")
     target = raw_target.decode("latin-1")
     path, _, query = target.partition("?")
+    scheme, absolute, rest = path.partition("://")
+    if absolute and scheme.lower() in _ABSOLUTE_SCHEMES:
+        # The absolute form, which a server must accept (RFC 7230 5.3.2; RFC
+        # 6455 4.1 allows it): the resource is its path.
+        slash = rest.find("/")
+        path = rest[slash:] if slash >= 0 else "/"
     subprotocols = tuple(_split_tokens(checked.get("sec-websocket-protocol", ())))
     return UpgradeRequest(method, target, path, query, header_map, subprotocols, key, trailing)
 
 
+_ABSOLUTE_SCHEMES = frozenset(("http", "https", "ws", "wss"))
 _CHECKED = frozenset((
     "upgrade", "connection", "sec-websocket-version", "sec-websocket-key",
     "sec-websocket-protocol",

@@ -459,9 +459,11 @@ def decode(text: str | bytes, dialect: Dialect) -> Frame | BadFrame | None:
         return _bad(RPCFrameworkError("Message must be an array"), "-1", dialect)
     length = len(message)
     kind = message[0] if length else None
-    if type(kind) is float and kind.is_integer():
-        kind = int(kind)
-    if type(kind) is not int:
+    if type(kind) is float:
+        if kind.is_integer():
+            kind = int(kind)
+        # else a number that is no message type (2.5, 1e400): an unknown one
+    elif type(kind) is not int:
         return _bad(RPCFrameworkError("Message type must be a number"), "-1", dialect)
     message_id = message[1] if length > 1 else None
     known = kind in (CALL, CALLRESULT, CALLERROR) or (dialect.rpc21 and kind in (5, 6))

@@ -244,6 +244,25 @@ async def test_query_and_headers_reach_the_server() -> None:
             assert handshake.headers["X-OTHER"] == "1"
 
 
+@pytest.mark.parametrize("query", [None, {"y": "2"}])
+async def test_identity_is_a_path_segment_when_the_endpoint_has_a_query(
+    query: dict[str, str] | None,
+) -> None:
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            handshakes: list[Handshake] = []
+
+            @server.auth
+            async def auth(handshake: Handshake) -> None:
+                handshakes.append(handshake)
+
+            async with make_client(url + "/ocpp/?token=1", "CP 1", query=query):
+                pass
+            (handshake,) = handshakes
+            assert (handshake.identity, handshake.endpoint) == ("CP 1", "/ocpp")
+            assert dict(handshake.query) == {"token": "1", **(query or {})}
+
+
 @pytest.mark.parametrize(
     ("identity", "password", "expected"),
     [

@@ -205,6 +205,34 @@ async def test_a_reconnect_replacing_its_own_connection_is_let_in_at_the_limit()
             assert aborted == []
 
 
+async def test_one_upgrade_at_a_time_replaces_its_own_connection_at_the_limit() -> None:
+    with anyio.fail_after(5):
+        async with limited(max_connections=1) as (server, url, _port, aborted):
+            in_auth, release = anyio.Event(), anyio.Event()
+
+            @server.auth
+            async def auth(handshake: Handshake) -> None:
+                in_auth.set()
+                await release.wait()
+
+            release.set()
+            async with make_client(url, "a") as first:
+                release = anyio.Event()
+                in_auth = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(assert_serves_others, url, "a")  # replaces `first`
+                    await in_auth.wait()
+                    # Another upgrade naming the same identity meanwhile is refused:
+                    # it would hold a slot past the limit while the hook runs.
+                    with pytest.raises(ConnectError) as info:
+                        async with make_client(url, "a"):
+                            pytest.fail("a second replacing upgrade was let in")
+                    assert info.value.status == 503
+                    release.set()
+                assert (await first.wait_closed()) == CloseResult(1000, "replaced")
+            assert [(x.identity, x.status) for x in aborted] == [("a", 503)]
+
+
 async def test_upgrades_in_progress_count_towards_max_connections() -> None:
     with anyio.fail_after(5):
         async with limited(max_connections=1) as (server, url, _port, _aborted):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import socket
@@ -436,6 +437,34 @@ async def test_oversized_headers_get_431(size: int) -> None:
             head, _ = await http_exchange(port, request)
     assert head.startswith(b"HTTP/1.1 431 ")
     assert results[0].status == 431
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        (b"/ocpp/CP%2F1?a=1", "/ocpp/CP%2F1", "a=1"),
+        (b"http://127.0.0.1:9/ocpp/CP%2F1?a=1", "/ocpp/CP%2F1", "a=1"),
+        (b"WSS://example.com/CP1", "/CP1", ""),
+        (b"http://127.0.0.1:9", "/", ""),
+    ],
+)
+async def test_the_path_of_an_origin_or_absolute_form_target(
+    target: bytes, path: str, query: str
+) -> None:
+    requests: list[UpgradeRequest] = []
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        requests.append(await read_upgrade_request(stream))
+
+    with anyio.fail_after(5):
+        async with one_shot_server(handler) as port:
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                key = base64.b64encode(os.urandom(16))
+                await stream.send(upgrade_request(port, key, target=target))
+                with contextlib.suppress(*STREAM_GONE):
+                    await stream.receive()  # the server's end
+    (request,) = requests
+    assert (request.target, request.path, request.query_string) == (target.decode(), path, query)
 
 
 async def test_eof_before_request_is_aborted() -> None:

@@ -103,8 +103,8 @@ def test_binary_non_utf8_is_not_json() -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", [0, 1, 7, 9, 99, -2])
-def test_unknown_message_type(kind: int) -> None:
+@pytest.mark.parametrize("kind", [0, 1, 7, 9, 99, -2, 2.5, -0.5])  # a number, no type
+def test_unknown_message_type(kind: float) -> None:
     text = json.dumps([kind, "id1", "X", {}])
     expected = [4, "id1", "MessageTypeNotSupported", f"Unrecognised message type: {kind}", {}]
     assert reply_of(text, V201) == expected
