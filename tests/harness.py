@@ -18,7 +18,7 @@ from anyio.abc import SocketAttribute
 from hypothesis import strategies as st
 from rawpeer import RawPeer, raw_client, raw_server
 
-from ocpp_rpc import Call, RPCClient, RPCServer, ServerClient
+from ocpp_rpc import Call, Handshake, RPCClient, RPCServer, ServerClient
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -71,6 +71,20 @@ async def serving(
         listening = await server.listen(ssl_context=ssl_context)
         scheme = "ws" if ssl_context is None else "wss"
         yield server, f"{scheme}://{listening.host}:{listening.port}{path}"
+
+
+@asynccontextmanager
+async def recording(**options: Any) -> AsyncIterator[tuple[str, list[Handshake]]]:
+    """`serving`, with an auth hook that accepts every upgrade: the server's
+    URL and the Handshakes the hook saw."""
+    async with serving(**options) as (server, url):
+        handshakes: list[Handshake] = []
+
+        @server.auth
+        async def auth(handshake: Handshake) -> None:
+            handshakes.append(handshake)
+
+        yield url, handshakes
 
 
 def make_client(url: str, identity: str = "cp1", **options: Any) -> RPCClient:

@@ -17,7 +17,7 @@ import anyio.lowlevel
 import harness
 import pytest
 from anyio.abc import SocketAttribute
-from harness import Accepted, Blocker, Outcome, echo, free_port, serving
+from harness import Accepted, Blocker, Outcome, echo, free_port, recording, serving
 from rawpeer import RawPeer, raw_server
 from wsproto.utilities import generate_accept_token
 
@@ -212,13 +212,7 @@ async def test_connect_when_server_agrees_no_subprotocol_raises_connect_error() 
 )
 async def test_identity_is_percent_encoded_and_arrives_decoded(identity: str) -> None:
     with anyio.fail_after(5):
-        async with serving() as (server, url):
-            handshakes: list[Handshake] = []
-
-            @server.auth
-            async def auth(handshake: Handshake) -> None:
-                handshakes.append(handshake)
-
+        async with recording() as (url, handshakes):
             async with make_client(url + "/ocpp", identity) as client:
                 assert client.identity == identity
             assert [h.identity for h in handshakes] == [identity]
@@ -227,13 +221,7 @@ async def test_identity_is_percent_encoded_and_arrives_decoded(identity: str) ->
 
 async def test_query_and_headers_reach_the_server() -> None:
     with anyio.fail_after(5):
-        async with serving() as (server, url):
-            handshakes: list[Handshake] = []
-
-            @server.auth
-            async def auth(handshake: Handshake) -> None:
-                handshakes.append(handshake)
-
+        async with recording() as (url, handshakes):
             query = {"token": "a b&c=d", "lang": "ü"}
             headers = {"X-Station-Model": "Model 7", "X-Other": "1"}
             async with make_client(url, query=query, headers=headers):
@@ -249,13 +237,7 @@ async def test_identity_is_a_path_segment_when_the_endpoint_has_a_query(
     query: dict[str, str] | None,
 ) -> None:
     with anyio.fail_after(5):
-        async with serving() as (server, url):
-            handshakes: list[Handshake] = []
-
-            @server.auth
-            async def auth(handshake: Handshake) -> None:
-                handshakes.append(handshake)
-
+        async with recording() as (url, handshakes):
             async with make_client(url + "/ocpp/?token=1", "CP 1", query=query):
                 pass
             (handshake,) = handshakes
@@ -277,13 +259,7 @@ async def test_password_arrives_as_bytes(
     identity: str, password: str | bytes | None, expected: bytes | None
 ) -> None:
     with anyio.fail_after(5):
-        async with serving() as (server, url):
-            handshakes: list[Handshake] = []
-
-            @server.auth
-            async def auth(handshake: Handshake) -> None:
-                handshakes.append(handshake)
-
+        async with recording() as (url, handshakes):
             async with make_client(url, identity, password=password):
                 pass
             assert [(h.identity, h.password) for h in handshakes] == [(identity, expected)]

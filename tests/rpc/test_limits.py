@@ -42,6 +42,21 @@ async def assert_serves_others(url: str, identity: str = "bystander", **options:
         assert await client.call("Echo", {"ok": identity}) == {"ok": identity}
 
 
+async def assert_refused_while_held(
+    url: str, held: str, refused: str, in_auth: anyio.Event, release: anyio.Event
+) -> None:
+    """While the upgrade of `held` waits in the auth hook (`in_auth` set, until
+    `release`), the upgrade of `refused` gets 503; then `held` is served."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(assert_serves_others, url, held)
+        await in_auth.wait()
+        with pytest.raises(ConnectError) as info:
+            async with make_client(url, refused):
+                pytest.fail(f"{refused!r} connected while {held!r} held the last slot")
+        assert info.value.status == 503
+        release.set()
+
+
 async def read_until_eof(stream: ByteStream) -> bytes:
     data = b""
     while True:
@@ -219,16 +234,9 @@ async def test_one_upgrade_at_a_time_replaces_its_own_connection_at_the_limit() 
             async with make_client(url, "a") as first:
                 release = anyio.Event()
                 in_auth = anyio.Event()
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(assert_serves_others, url, "a")  # replaces `first`
-                    await in_auth.wait()
-                    # Another upgrade naming the same identity meanwhile is refused:
-                    # it would hold a slot past the limit while the hook runs.
-                    with pytest.raises(ConnectError) as info:
-                        async with make_client(url, "a"):
-                            pytest.fail("a second replacing upgrade was let in")
-                    assert info.value.status == 503
-                    release.set()
+                # While one upgrade replacing `first` is in the hook, another naming
+                # the same identity is refused: it would hold a slot past the limit.
+                await assert_refused_while_held(url, "a", "a", in_auth, release)
                 assert (await first.wait_closed()) == CloseResult(1000, "replaced")
             assert [(x.identity, x.status) for x in aborted] == [("a", 503)]
 
@@ -246,14 +254,7 @@ async def test_upgrades_in_progress_count_towards_max_connections() -> None:
 
             accepted: list[ServerClient] = []
             server.on("client", accepted.append)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(assert_serves_others, url, "first")
-                await in_auth.wait()
-                with pytest.raises(ConnectError) as info:
-                    async with make_client(url, "second"):
-                        pytest.fail("connected while the only slot was taken")
-                assert info.value.status == 503
-                release.set()
+            await assert_refused_while_held(url, "first", "second", in_auth, release)
             await accepted[0].wait_closed()  # the server has seen "first" go
             await assert_serves_others(url, "third")  # the slot was given back
 

@@ -12,7 +12,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from harness import Accepted, Blocker, Outcome, leaves, make_client, serving, task_count
+from harness import (
+    Accepted,
+    Blocker,
+    Outcome,
+    leaves,
+    make_client,
+    recording,
+    serving,
+    task_count,
+)
 from rawpeer import raw_client
 
 from ocpp_rpc import (
@@ -307,13 +316,7 @@ async def test_handshake_fields() -> None:
 
 async def test_handshake_endpoint_is_root_without_a_path_and_password_needs_the_identity() -> None:
     with anyio.fail_after(5):
-        async with serving() as (server, url):
-            handshakes: list[Handshake] = []
-
-            @server.auth
-            async def auth(handshake: Handshake) -> None:
-                handshakes.append(handshake)
-
+        async with recording() as (url, handshakes):
             # Basic auth for another user: not this identity's password.
             other = "Basic b3RoZXI6cHc="  # other:pw
             async with make_client(url, "cp1", headers={"Authorization": other}):
