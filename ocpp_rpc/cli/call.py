@@ -16,7 +16,14 @@ import anyio
 
 from .. import Call, ConnectError, ConnectionClosed, RPCClient, RPCError
 from .answers import answer_as_charge_point
-from .common import EXIT_CALL_FAILED, EXIT_CONNECT_FAILED, EXIT_OK, UsageError, client_ssl_context
+from .common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CALL_FAILED,
+    EXIT_CONNECT_FAILED,
+    EXIT_OK,
+    UsageError,
+    client_ssl_context,
+)
 from .output import DIM, RED, Output, pretty_json
 
 
@@ -119,42 +126,46 @@ async def call_command(args: argparse.Namespace) -> int:
 
     client.handle(answer)
     failed = False
-    try:
-        async with client:
-            err.emit("connected", err.style(
-                f"connected to {endpoint} as {identity} ({client.protocol or 'no subprotocol'})",
-                DIM), url=endpoint, identity=identity, protocol=client.protocol)
-            for action, params in calls:
-                started = time.perf_counter()
-                try:
-                    result = await client.call(action, params)
-                except (RPCError, TimeoutError, ConnectionClosed, ValueError) as exc:
+    with out.until_reader_gone():
+        try:
+            async with client:
+                agreed = client.protocol or "no subprotocol"
+                err.emit("connected", err.style(
+                    f"connected to {endpoint} as {identity} ({agreed})", DIM),
+                    url=endpoint, identity=identity, protocol=client.protocol)
+                for action, params in calls:
+                    started = time.perf_counter()
+                    try:
+                        result = await client.call(action, params)
+                    except (RPCError, TimeoutError, ConnectionClosed, ValueError) as exc:
+                        ms = (time.perf_counter() - started) * 1000
+                        failed = True
+                        fields = error_fields(exc)
+                        details = fields["details"]
+                        text = f"{action} failed: {fields['code']}: {fields['message']}"
+                        if details and isinstance(exc, RPCError):
+                            text += f" {pretty_json(details, indent=False)}"
+                        err.emit("error", err.style(text, RED), action=action,
+                                 ms=round(ms, 3), **fields)
+                        if isinstance(exc, ConnectionClosed):
+                            break
+                        continue
                     ms = (time.perf_counter() - started) * 1000
-                    failed = True
-                    fields = error_fields(exc)
-                    details = fields["details"]
-                    text = f"{action} failed: {fields['code']}: {fields['message']}"
-                    if details and isinstance(exc, RPCError):
-                        text += f" {pretty_json(details, indent=False)}"
-                    err.emit("error", err.style(text, RED), action=action,
-                             ms=round(ms, 3), **fields)
-                    if isinstance(exc, ConnectionClosed):
-                        break
-                    continue
-                ms = (time.perf_counter() - started) * 1000
-                if out.json_lines:
-                    out.emit("result", "", action=action, result=result, ms=round(ms, 3))
-                elif len(calls) == 1:
-                    out.write(pretty_json(result, indent=out.is_tty))
-                else:
-                    out.write(f"{action} -> {pretty_json(result, indent=False)}  "
-                              + out.style(f"{ms:.1f} ms", DIM))
-            if args.linger > 0:
-                with anyio.move_on_after(args.linger):
-                    await client.wait_closed()
-    except ConnectError as exc:
-        status = f" (HTTP {exc.status})" if exc.status else ""
-        err.emit("connect_error", err.style(f"cannot connect: {exc}{status}", RED),
-                 message=str(exc), status=exc.status)
-        return EXIT_CONNECT_FAILED
+                    if out.json_lines:
+                        out.emit("result", "", action=action, result=result, ms=round(ms, 3))
+                    elif len(calls) == 1:
+                        out.write(pretty_json(result, indent=out.is_tty))
+                    else:
+                        out.write(f"{action} -> {pretty_json(result, indent=False)}  "
+                                  + out.style(f"{ms:.1f} ms", DIM))
+                if args.linger > 0:
+                    with anyio.move_on_after(args.linger):
+                        await client.wait_closed()
+        except ConnectError as exc:
+            status = f" (HTTP {exc.status})" if exc.status else ""
+            err.emit("connect_error", err.style(f"cannot connect: {exc}{status}", RED),
+                     message=str(exc), status=exc.status)
+            return EXIT_CONNECT_FAILED
+    if out.reader_gone:
+        return EXIT_BROKEN_PIPE
     return EXIT_CALL_FAILED if failed else EXIT_OK

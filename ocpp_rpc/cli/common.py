@@ -10,6 +10,9 @@ EXIT_CALL_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONNECT_FAILED = 3
 EXIT_INTERRUPTED = 130
+#: stdout's reader went away (``| head``): 128 + SIGPIPE, what a shell
+#: reports for a Unix tool that SIGPIPE ended.
+EXIT_BROKEN_PIPE = 141
 
 DEFAULT_PROTOCOLS = "ocpp2.0.1,ocpp1.6"
 #: Read for --password when it is not given (keeps the secret out of `ps`).

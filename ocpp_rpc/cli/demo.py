@@ -13,6 +13,7 @@ import anyio
 
 from .. import RPCClient, RPCServer, ServerClient, v16, v201
 from .answers import CSMSDefaults, answer_as_charge_point
+from .common import EXIT_BROKEN_PIPE, EXIT_OK
 from .output import BOLD, GREEN, Output
 from .simulation import charger_store, run_session, transaction_call
 
@@ -88,6 +89,8 @@ async def run_demo(
 
 async def demo_command(args: argparse.Namespace) -> int:
     """``ocpp-rpc demo``."""
-    await run_demo(chargers=args.chargers, out=Output(json_lines=args.json), store=args.store)
-    return 0
+    out = Output(json_lines=args.json)
+    with out.until_reader_gone():
+        await run_demo(chargers=args.chargers, out=out, store=args.store)
+    return EXIT_BROKEN_PIPE if out.reader_gone else EXIT_OK
 

@@ -11,7 +11,8 @@ Commands::
 Every command takes ``--backend asyncio|trio``, ``--json`` (one JSON object
 per line on stdout) and ``-v`` (the library's DEBUG log on stderr, one line
 per frame). Exit status: 0 success, 1 a call failed (CALLERROR, timeout,
-closed connection), 2 bad usage or options, 3 could not connect.
+closed connection), 2 bad usage or options, 3 could not connect, 130
+interrupted, 141 stdout's reader went away (``| head``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ocpp-rpc",
         description="OCPP-J RPC over WebSockets: a demo, a development CSMS, "
         "one-off calls and a load simulator.",
-        epilog="Exit status: 0 ok, 1 a call failed, 2 usage, 3 could not connect.",
+        epilog="Exit status: 0 ok, 1 a call failed, 2 usage, 3 could not connect, "
+        "130 interrupted, 141 stdout's reader went away.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
+
+import anyio
 
 RESET = "\x1b[0m"
 BOLD = "1"
@@ -52,6 +54,10 @@ class Output:
     `emit(kind, text, **fields)` prints `text` for people, or
     ``{"event": kind, **fields}`` as one JSON line with ``--json``. Every line
     is flushed at once, so that a pipe reader (a test, ``jq``) sees it live.
+
+    When the reader goes away (``ocpp-rpc demo | head -3``), the stream is
+    pointed at /dev/null, `reader_gone` turns true and `on_reader_gone` is
+    called once: the command stops, with no BrokenPipeError traceback.
     """
 
     def __init__(
@@ -61,6 +67,8 @@ class Output:
         self.stream = stream if stream is not None else sys.stdout
         self.json_lines = json_lines
         self.colour = wants_colour(self.stream) if colour is None else colour
+        self.reader_gone = False
+        self.on_reader_gone: Callable[[], object] | None = None
 
     @property
     def is_tty(self) -> bool:
@@ -73,12 +81,43 @@ class Output:
             return text
         return f"\x1b[{';'.join(codes)}m{text}{RESET}"
 
-    def write(self, line: str) -> None:
+    def write(self, line: str, end: str = "\n") -> None:
         """Print one raw line, in one write: the workers of ``serve --workers``
         share one stdout, and a line written in two parts (text, then newline)
-        could be split by another worker's line."""
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        could be split by another worker's line. ``end=""`` leaves the line
+        open (a progress line redrawn in place)."""
+        try:
+            self.stream.write(line + end)
+            self.stream.flush()
+        except BrokenPipeError:
+            self._lost_reader()
+
+    def _lost_reader(self) -> None:
+        # As the Python docs advise (signal module, "Note on SIGPIPE"): not
+        # SIG_DFL, which would also kill us on a socket a charger closed, but
+        # /dev/null under the stream, so that what is still buffered, later
+        # lines and the flush at exit go nowhere instead of raising again.
+        try:
+            fd: int | None = self.stream.fileno()
+        except (OSError, ValueError, AttributeError):  # a stream with no file behind it
+            fd = None
+        if fd is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        if not self.reader_gone:
+            self.reader_gone = True
+            if self.on_reader_gone is not None:
+                self.on_reader_gone()
+
+    def until_reader_gone(self) -> anyio.CancelScope:
+        """A cancel scope that is cancelled when the reader goes away (at once
+        if it is gone already): what a command does in it stops then."""
+        scope = anyio.CancelScope()
+        self.on_reader_gone = scope.cancel
+        if self.reader_gone:
+            scope.cancel()
+        return scope
 
     def emit(self, kind: str, text: str, /, **fields: Any) -> None:
         """One event: `text` for people, or a JSON object with `fields`."""

@@ -49,7 +49,7 @@ from anyio.abc import TaskGroup
 from .. import Handshake, Reject, RPCServer, ServerClient
 from .answers import CSMSDefaults
 from .call import error_fields, parse_call_line
-from .common import EXIT_CONNECT_FAILED, UsageError
+from .common import EXIT_BROKEN_PIPE, EXIT_CONNECT_FAILED, UsageError
 from .output import BOLD, DIM, GREEN, RED, YELLOW, Output, pretty_json
 
 #: A module-level function with such a name handles that action.
@@ -376,6 +376,10 @@ async def serve_command(args: argparse.Namespace) -> int:
         if worker is not None:
             out = WorkerOutput(worker.index, json_lines=args.json)
             watchers.start_soon(worker.watch_parent, stop)
+        # Stop, as on SIGTERM, when stdout's reader goes away: that output is
+        # the server's log, and a CSMS serving on unseen is a silent failure;
+        # stopped, a supervisor sees it and restarts it, and chargers reconnect.
+        out.on_reader_gone = stop.set
         # Signals are watched for the whole run, the closing included.
         watchers.start_soon(functools.partial(
             _wait_for_signal, stop, None if worker else out, keep=worker is not None))
@@ -387,7 +391,7 @@ async def serve_command(args: argparse.Namespace) -> int:
             watchers.cancel_scope.cancel()
     if failure is not None:
         raise failure
-    return status
+    return EXIT_BROKEN_PIPE if out.reader_gone else status
 
 
 async def _serve(

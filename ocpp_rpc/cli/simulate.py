@@ -16,7 +16,7 @@ import anyio
 from .. import ConnectError, ConnectionClosed, RPCClient, RPCError
 from .answers import answer_as_charge_point
 from .call import error_fields
-from .common import EXIT_CALL_FAILED, EXIT_OK, client_ssl_context
+from .common import EXIT_BROKEN_PIPE, EXIT_CALL_FAILED, EXIT_OK, client_ssl_context
 from .output import DIM, RED, Output
 from .simulation import CallFunction, charger_store, run_session, transaction_call
 
@@ -147,18 +147,23 @@ async def simulate_command(args: argparse.Namespace) -> int:
     live = out.is_tty and not out.json_lines
     out.emit("start", out.style(f"simulating {total} charger(s) against {endpoint}", DIM),
              url=endpoint, chargers=total, protocol=args.protocol)
-    async with anyio.create_task_group() as tasks:
-        progress = anyio.CancelScope()
-        if live:
-            tasks.start_soon(_show_progress, out, stats, total, started, progress)
-        async with anyio.create_task_group() as chargers:
-            for number in range(1, total + 1):
-                chargers.start_soon(charger, number)
-        progress.cancel()
+    with out.until_reader_gone():
+        async with anyio.create_task_group() as tasks:
+            progress = anyio.CancelScope()
+            if live:
+                tasks.start_soon(_show_progress, out, stats, total, started, progress)
+            async with anyio.create_task_group() as chargers:
+                for number in range(1, total + 1):
+                    chargers.start_soon(charger, number)
+            progress.cancel()
+    if out.reader_gone:
+        return EXIT_BROKEN_PIPE
     elapsed = time.perf_counter() - started
     if live:
-        out.stream.write("\r\x1b[K")
+        out.write("\r\x1b[K", end="")
     _report(out, stats, total, elapsed)
+    if out.reader_gone:
+        return EXIT_BROKEN_PIPE
     return EXIT_CALL_FAILED if stats.error_count or stats.failed else EXIT_OK
 
 
@@ -168,10 +173,9 @@ async def _show_progress(out: Output, stats: Stats, total: int, started: float,
         while True:
             elapsed = time.perf_counter() - started
             rate = stats.calls / elapsed if elapsed > 0 else 0.0
-            out.stream.write(
+            out.write(
                 f"\r\x1b[K{stats.connected}/{total} connected  {stats.finished} done  "
-                f"{stats.calls} calls  {stats.error_count} errors  {rate:.0f} calls/s")
-            out.stream.flush()
+                f"{stats.calls} calls  {stats.error_count} errors  {rate:.0f} calls/s", end="")
             await anyio.sleep(PROGRESS_INTERVAL)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process
 
-from .common import EXIT_CONNECT_FAILED, UsageError
+from .common import EXIT_BROKEN_PIPE, EXIT_CONNECT_FAILED, UsageError
 from .output import BOLD, DIM, RED, YELLOW, Output
 from .serve import (
     Console,
@@ -160,6 +160,7 @@ class Supervisor:
 
     async def run(self) -> int:
         stop = anyio.Event()
+        self.out.on_reader_gone = stop.set  # as a worker does (see serve_command)
         console = ClusterConsole(self.cluster, self.out)
         status = 0
         async with anyio.create_task_group() as tg:
@@ -181,6 +182,8 @@ class Supervisor:
         if status != 0:  # a worker failed to start (it said why on stderr)
             return status
         self.out.emit("stopped", self.out.style("stopped", DIM), exit_codes=codes)
+        if self.out.reader_gone:
+            return EXIT_BROKEN_PIPE
         # Stopped by our SIGTERM before it could handle it (still starting): clean too.
         return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 

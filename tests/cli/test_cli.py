@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -23,13 +25,15 @@ import pytest
 
 from ocpp_rpc import Call, RPCClient, create_rpc_error
 from ocpp_rpc._wire.validation import builtin_validator
-from ocpp_rpc.cli import UsageError
+from ocpp_rpc.cli import UsageError, common
 from ocpp_rpc.cli.answers import CSMSDefaults, answer_as_charge_point
 from ocpp_rpc.cli.call import parse_call_line, split_url
+from ocpp_rpc.cli.main import build_parser
 from ocpp_rpc.cli.output import Output
 from ocpp_rpc.cli.simulation import run_session
 
 TIMEOUT = 20
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 #: Calls of one simulated 1.6 session with the defaults: boot, status,
 #: heartbeat, authorize, status, start, 2 meter values, stop, status.
 CALLS_PER_SESSION = 10
@@ -123,6 +127,15 @@ def test_help_lists_every_command() -> None:
     assert done.returncode == 0
     for command in ("demo", "serve", "call", "simulate"):
         assert command in done.stdout
+
+
+def test_every_exit_status_is_documented() -> None:
+    statuses = {value for name, value in vars(common).items() if name.startswith("EXIT_")}
+    epilog = build_parser().epilog or ""
+    cli_md = (DOCS / "cli.md").read_text()
+    documented = cli_md[cli_md.index("**Exit status**"):].split("\n\n")[0]
+    for text in (epilog, documented):
+        assert {int(n) for n in re.findall(r"\b(\d+) [a-z]", text)} == statuses, text
 
 
 def test_demo_json_shows_the_transaction_and_the_server_call() -> None:
@@ -372,6 +385,62 @@ def test_simulate_against_nothing_exits_1() -> None:
     summary = json_lines(done.stdout)[-1]
     assert summary["failed"] == 2 and summary["connected"] == 0
     assert "(connect)" in summary["error_samples"]
+
+
+# -- stdout's reader gone (`| head`) ---------------------------------------------------
+
+
+def run_until_reader_gone(*args: str, lines: int = 0) -> tuple[int, str]:
+    """Run a command whose stdout reader goes away after `lines` lines, as
+    ``| head`` does; -> (exit status, stderr)."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "ocpp_rpc", *args],
+                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            assert process.stdout is not None
+            for _ in range(lines):
+                assert process.stdout.readline()
+            process.stdout.close()
+            status = process.wait(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:  # pragma: no cover - only on failure
+                process.kill()
+        stderr.seek(0)
+        return status, stderr.read()
+
+
+@pytest.mark.parametrize("options", [["--json"], ["--backend", "trio"]])
+def test_demo_into_head_stops_quietly(options: list[str]) -> None:
+    status, stderr = run_until_reader_gone("demo", "--chargers", "4", *options, lines=3)
+    assert (status, stderr) == (common.EXIT_BROKEN_PIPE, "")
+
+
+def test_call_and_simulate_into_a_closed_pipe_stop_quietly(csms: Serve) -> None:
+    status, stderr = run_until_reader_gone("call", f"{csms.url}/CP110", "Heartbeat")
+    assert status == common.EXIT_BROKEN_PIPE and "Traceback" not in stderr, stderr
+    status, stderr = run_until_reader_gone(
+        "call", f"{csms.url}/CP111", "Heartbeat", "--json", "--linger", str(TIMEOUT))
+    assert status == common.EXIT_BROKEN_PIPE and "Traceback" not in stderr, stderr
+    status, stderr = run_until_reader_gone("simulate", csms.url, "--chargers", "2",
+                                           "--heartbeats", "1000", "--backend", "trio")
+    assert (status, stderr) == (common.EXIT_BROKEN_PIPE, "")
+
+
+def test_serve_stops_when_its_reader_goes_away() -> None:
+    with tempfile.TemporaryFile("w+") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ocpp_rpc", "serve", "--port", "0", "--json", "--no-stdin"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            assert server.stdout is not None
+            url = json.loads(server.stdout.readline())["url"]
+            server.stdout.close()
+            cli("call", f"{url}/CP1", "Heartbeat")  # its connection is the next line
+            assert server.wait(timeout=TIMEOUT) == common.EXIT_BROKEN_PIPE
+        finally:
+            server.kill()
+        stderr.seek(0)
+        assert stderr.read() == ""
 
 
 # -- in-process: payloads, parsing, output ---------------------------------------------
