@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_never
 
+from .._concurrency.events import EventLike
 from .._concurrency.latch import Latch
 from .._concurrency.slots import CallSlots
 from .._transport import websocket as _websocket
@@ -25,7 +26,7 @@ from .._wire.codec import dialect_for
 from .._wire.validation import Validator
 from ..errors import ConnectError, ConnectionClosed, RPCError
 from ..transport import Dialer, Transport
-from .connection import Connection
+from .connection import Connection, PendingCall, Sends
 from .events import (
     CloseResult,
     ClosingEvent,
@@ -178,8 +179,7 @@ class RPCClient:
         self._timers = timers
         self._store = store
         self._durable: DurableQueue | None = None  # while the block runs, with a store
-        # The connection durable calls last went on, and the ids sent on it.
-        self._durable_ids: tuple[Connection, set[str]] | None = None
+        self._durable_sent: _DurableSent | None = None
 
     # -- properties ------------------------------------------------------------
 
@@ -312,7 +312,7 @@ class RPCClient:
         finally:
             self._task_group = None
             self._durable = None
-            self._durable_ids = None
+            self._durable_sent = None
             if store is not None:
                 with anyio.CancelScope(shield=True):
                     await store.close()
@@ -579,7 +579,9 @@ class RPCClient:
         from then on it is kept even if this caller is cancelled, times out
         or the process dies. Durable calls are sent one at a time, in order,
         retried after a CALLERROR as the store's `attempts` and `interval`
-        say, and the outcome also reaches the `durable_result` event.
+        say (and, not as an attempt, after no answer in time: a late answer
+        still settles the call), and the outcome also reaches the
+        `durable_result` event.
         `timeout` then bounds only this caller's wait. Raises
         `ocpp_rpc.durable.StoreFull` when the store is full, ValueError
         without a store (a `ServerClient` has none).
@@ -621,39 +623,71 @@ class RPCClient:
             raise RuntimeError("the store is open only inside the client's `async with` block")
         return await self._store.count()
 
-    async def _wait_durable_turn(self, dropped: object | None, not_before: float) -> object:
+    async def _wait_durable_turn(
+        self, dropped: object | None, not_before: float, resend_at: float
+    ) -> object:
         """The open connection for the next durable call, other than
         `dropped` (the one that just dropped a call and may still be closing),
-        once the time is `not_before`; ConnectionClosed as soon as close() starts."""
+        once the time is `not_before`; on the connection where the call's sends
+        await an answer, once it is `resend_at` or one of them is answered.
+        ConnectionClosed as soon as close() starts."""
         while True:
             connection = await self._wait_open()
-            wait = None if connection is dropped else not_before - anyio.current_time()
-            if wait is not None and wait <= 0:
-                return connection
+            answered = None
+            if connection is dropped:
+                wait = None
+            else:
+                until = not_before
+                sent = self._durable_sent
+                if sent is not None and sent.connection is connection and sent.sends is not None:
+                    answered = sent.sends.pending.done
+                    if answered.is_set():
+                        return connection
+                    until = max(until, resend_at)
+                wait = until - anyio.current_time()
+                if wait <= 0:
+                    return connection
             if self._state_changed is None:
                 self._state_changed = anyio.Event()
             with anyio.move_on_after(wait):  # any change of state (CLOSING too) looks again
-                await self._state_changed.wait()
+                if answered is None:
+                    await self._state_changed.wait()
+                else:
+                    await _either(self._state_changed, answered)
 
     async def _send_durable(self, call: StoredCall) -> Any:
         """One attempt of a durable call, through the normal path: a
-        `call_concurrency` slot, then `call_timeout` for the answer."""
+        `call_concurrency` slot, then `call_timeout` for the answer, to this
+        send or to an earlier one on the same connection (taken at once if
+        it came while the call waited for its turn)."""
         async with self._slots():
             connection = await self._wait_open()
-            # The first attempt on each connection goes under the call's own
-            # id, so that a CSMS that saw it before (its answer was lost with
-            # the connection) can tell; OCPP-J forbids reusing an id on one
-            # connection, so a retry on the same one gets a fresh id.
-            used = self._durable_ids
-            if used is None or used[0] is not connection:
-                used = self._durable_ids = (connection, set())
-            message_id = None if call.message_id in used[1] else call.message_id
-            used[1].add(call.message_id)
+            sent = self._durable_sent
+            if sent is None or sent.connection is not connection:
+                sent = self._durable_sent = _DurableSent(connection)
+            sends = sent.sends
+            if sends is None or sent.call_id != call.message_id:
+                if sends is not None:
+                    connection.forget(sends)
+                sends = sent.sends = Sends(PendingCall(call.method, call.params))
+                sent.call_id = call.message_id
+            # The first send on each connection goes under the call's own id,
+            # so that a CSMS that saw it before (its answer was lost with the
+            # connection) can tell; OCPP-J 1.6 forbids reusing an id on one
+            # connection, and a CSMS still handling the first send would refuse
+            # its id as a CALLERROR: a resend on the same one gets a fresh id.
+            message_id = None if call.message_id in sent.own_ids else call.message_id
+            sent.own_ids.add(call.message_id)
             deadline = anyio.current_time() + self._options.call_timeout
-            return await connection.call(
-                call.method, call.params, deadline=deadline, message_id=message_id,
-                refusals=True,
-            )
+            settled = True
+            try:
+                return await connection.resend(sends, deadline=deadline, message_id=message_id)
+            except TimeoutError:
+                settled = False  # its sends still await an answer
+                raise
+            finally:
+                if settled:
+                    sent.sends = None
 
     def _check_durable(self, message_id: str, method: str, params: Any) -> None:
         """Strict mode, before a durable call is stored: raises the `RPCError`
@@ -735,6 +769,11 @@ class RPCClient:
         connection = self._connection
         self._set_state(State.CLOSING)
         self._observers.emit("closing", ClosingEvent())
+        sent = self._durable_sent
+        if sent is not None and sent.sends is not None and not sent.sends.sending:
+            # A durable call's unanswered sends are not calls in flight that
+            # `await_pending` waits for: the call stays in the store.
+            sent.connection.forget(sent.sends)
         if connection is not None:
             self._close_result = await connection.close(
                 code, reason, await_pending=await_pending, force=force
@@ -767,6 +806,30 @@ class RPCClient:
         await self._closed_latch().wait()
         assert self._close_result is not None
         return self._close_result
+
+
+class _DurableSent:
+    """What durable calls left on the connection they last went on."""
+
+    __slots__ = ("call_id", "connection", "own_ids", "sends")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.own_ids: set[str] = set()  # the calls sent under their own id on it
+        self.call_id: str | None = None  # the call whose `sends` await an answer
+        self.sends: Sends | None = None
+
+
+async def _either(first: anyio.Event, second: EventLike) -> None:
+    """Wait until `first` or `second` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event | EventLike) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait, first)
+        tg.start_soon(wait, second)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -82,6 +82,18 @@ class PendingCall:
             self.done.set()
 
 
+@dataclass(slots=True, eq=False)
+class Sends:
+    """One outbound call sent, maybe several times, on one connection: each
+    send has its own id (OCPP-J 1.6 forbids reusing one on a connection), and
+    all of them await the same `pending` answer, so that a peer that answers
+    late, even after a resend, is still heard."""
+
+    pending: PendingCall
+    ids: list[str] = field(default_factory=list)
+    sending: bool = False  # a send is waiting for its answer within its deadline
+
+
 class Endpoint(RPCEndpoint, Protocol):
     """The client a connection serves (an `RPCClient`), as the connection sees it."""
 
@@ -659,6 +671,13 @@ class Connection:
             if events.wants("call_error"):
                 events.emit("call_error", CallErrorEvent(True, message_id, method, params, exc))
             raise
+        return self._outcome(message_id, method, params, pending, refusals)
+
+    def _outcome(
+        self, message_id: str, method: str, params: Any, pending: PendingCall, refusals: bool
+    ) -> Any:
+        """The answered call's result, or its error raised; the events of either."""
+        events = self.events
         if pending.error is not None:
             if events.wants("call_error"):
                 events.emit(
@@ -673,6 +692,64 @@ class Connection:
                 "call_result", CallResultEvent(True, message_id, method, params, pending.result)
             )
         return pending.result
+
+    async def resend(self, sends: Sends, *, deadline: float, message_id: str | None) -> Any:
+        """Send `sends`' call once more, unless one of its sends has been
+        answered meanwhile, and return the first answer to any of them (as
+        `call` with `refusals` does). A TimeoutError at `deadline` leaves every
+        send awaiting its answer: call `forget` once the call is settled elsewhere."""
+        pending = sends.pending
+        method, params = pending.method, pending.params
+        events = self.events
+        if not pending.done.is_set():
+            if self.closing is not None or self.closed is not None:
+                raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
+            if message_id is None or message_id in self.exchange.pending:
+                message_id = next_message_id()
+            if self._strict is not None:
+                try:
+                    self._strict.outbound_call(message_id, method, params)
+                except RPCError as error:
+                    raise StrictRefusal(error) from error
+            frame = encode_call(message_id, method, params)
+            if events.wants("call"):
+                events.emit("call", PayloadEvent(True, [2, message_id, method, params]))
+            self.exchange.add_pending(message_id, pending)
+            sends.ids.append(message_id)
+            sends.sending = True
+            try:
+                # Not the shared timer heap: it would settle `pending` with the
+                # TimeoutError that the earlier sends' late answers must not meet.
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    await self._send(frame)
+                    await pending.done.wait()
+            except BaseException as exc:
+                timed_out = isinstance(exc, TimeoutError)
+                if not (timed_out and pending.done.is_set()):  # else answered as time ran out
+                    # Only a timeout leaves the sends awaiting their answers; a
+                    # close that awaits pending calls must not wait for them.
+                    if not timed_out or self.closing is not None:
+                        self.forget(sends)
+                    if events.wants("call_error"):
+                        events.emit(
+                            "call_error", CallErrorEvent(True, message_id, method, params, exc)
+                        )
+                    raise
+            finally:
+                sends.sending = False
+        # The send that was answered is the one the exchange no longer holds.
+        answered = next((i for i in sends.ids if i not in self.exchange.pending), message_id)
+        self.forget(sends)
+        return self._outcome(answered or "", method, params, pending, True)
+
+    def forget(self, sends: Sends) -> None:
+        """Stop awaiting answers to `sends` (a late one is then unexpected)."""
+        pending = self.exchange.pending
+        for message_id in sends.ids:
+            if pending.get(message_id) is sends.pending:
+                del pending[message_id]
+        sends.ids.clear()
+        self._check_idle()
 
     def _expire_at(self, deadline: float, message_id: str) -> None:
         """Have the call `message_id` fail with TimeoutError at `deadline`."""

@@ -30,13 +30,12 @@ def charge_point(url: str, store: SQLiteStore, **options: Any) -> RPCClient:
     return RPCClient(url, "CP1", store=store, ping_interval=None, **options)
 
 
-async def test_a_durable_call_without_an_answer_waits_for_the_next_connection(
+async def test_a_durable_call_without_an_answer_is_not_sent_again_before_the_interval(
     tmp_path: Path,
 ) -> None:
-    """Contract: "One whose connection drops, or that gets no answer in time,
-    stays queued and goes out again on the next connection". A CSMS that
-    never answers sees the call once on its connection, not once per
-    `call_timeout` under ids it cannot match."""
+    """Contract: "One ... that gets no answer in time, stays queued". A CSMS
+    that never answers sees the call once within the retry interval (30 s),
+    not once per `call_timeout` (test_durable_timeouts.py: what comes after)."""
     async with serving() as (server, url):
         wire_ids: list[str] = []
 
