@@ -676,8 +676,8 @@ class RPCClient:
             # connection) can tell; OCPP-J 1.6 forbids reusing an id on one
             # connection, and a CSMS still handling the first send would refuse
             # its id as a CALLERROR: a resend on the same one gets a fresh id.
-            message_id = None if call.message_id in sent.own_ids else call.message_id
-            sent.own_ids.add(call.message_id)
+            message_id = None if call.message_id == sent.own_id else call.message_id
+            sent.own_id = call.message_id
             deadline = anyio.current_time() + self._options.call_timeout
             settled = True
             try:
@@ -811,11 +811,15 @@ class RPCClient:
 class _DurableSent:
     """What durable calls left on the connection they last went on."""
 
-    __slots__ = ("call_id", "connection", "own_ids", "sends")
+    __slots__ = ("call_id", "connection", "own_id", "sends")
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        self.own_ids: set[str] = set()  # the calls sent under their own id on it
+        # The call last sent under its own id on it. Durable calls go out one
+        # at a time and never again once they leave the store, so no other one
+        # can come back: one id, not a set of every id sent for as long as the
+        # connection lasts.
+        self.own_id: str | None = None
         self.call_id: str | None = None  # the call whose `sends` await an answer
         self.sends: Sends | None = None
 

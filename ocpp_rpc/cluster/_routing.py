@@ -147,8 +147,9 @@ class Caller:
         # None: nothing can have been delivered; "?": maybe (a routing step was
         # interrupted); else the (node, instance) it was delivered to.
         delivered: tuple[str, str] | str | None = None
+        timed_out = False
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(timeout) as scope:
                 absent = 0
                 backoff = 0.01
                 while True:
@@ -179,9 +180,15 @@ class Caller:
                         raise NotConnected(identity)
                     pending.event = anyio.Event()
                     pending.reply = None
+        except TimeoutError:
+            timed_out = scope.cancel_called
+            raise
         finally:
             del self._pending[call_id]
-            if delivered is not None:
+            # A call that timed out is not withdrawn: the node holding it works
+            # to the same deadline and ends it itself, and a Cancel coming after
+            # that would only be kept there as one that overtook its call.
+            if delivered is not None and not timed_out:
                 self._spawn(self._withdraw, identity, call_id, delivered)
 
     async def _wait(self, pending: _Pending, node: str, instance: str) -> Reply:
@@ -218,7 +225,7 @@ class Caller:
         self, identity: str, call_id: str, delivered: tuple[str, str] | str
     ) -> None:
         """Tell the node that may hold call `call_id` that nobody waits for it
-        any more (the caller was cancelled or timed out)."""
+        any more (the caller was cancelled, or failed otherwise)."""
         text = encode(Cancel(call_id, self._node_id))
         try:
             with anyio.move_on_after(self._link.io_timeout):

@@ -4,6 +4,7 @@ and a store that cannot be used failing the ``async with`` loudly."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,37 @@ async def test_two_clients_on_one_store_file_are_refused(tmp_path: Path) -> None
                         pass
                 assert first.state is State.OPEN
                 assert await first.pending_durable() == 0
+
+
+def strings_held(root: object) -> set[str]:
+    """The strs reachable from `root` through containers and our own objects
+    (not through the connection, whose exchange and transport are not at issue)."""
+    held: set[str] = set()
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, str):
+            held.add(item)
+        elif isinstance(item, (set, frozenset, list, tuple, dict)) or (
+            type(item).__module__.startswith("ocpp_rpc._rpc.client")
+        ):
+            todo.extend(gc.get_referents(item))
+    return held
+
+
+async def test_a_long_connection_keeps_no_ids_of_delivered_calls(tmp_path: Path) -> None:
+    """An outside review found the client kept the id of every durable call
+    sent on a connection for as long as it lasted (weeks, for a charge point)."""
+    async with serving() as (server, url):
+        server.handle("TransactionEvent", lambda call: {})
+        ids: list[str] = []
+        async with charge_point(url, SQLiteStore(tmp_path / "cp.db")) as client:
+            client.on("durable_result", lambda event: ids.append(event.message_id))
+            for seq in range(30):
+                await client.call("TransactionEvent", {"seqNo": seq}, durable=True)
+            assert len(ids) == 30 and await client.pending_durable() == 0
+            assert len(strings_held(client._durable_sent) & set(ids)) <= 1
