@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -163,11 +164,15 @@ async def raw_client(
     headers: Sequence[tuple[str, str]] = (),
     *,
     early: Sequence[str] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RawPeer]:
     """Connect to `url`; a refused upgrade still yields a peer (check `.status`).
-    `early`: text messages sent in the upgrade request's write, before the 101."""
+    `early`: text messages sent in the upgrade request's write, before the 101.
+    `ssl_context`: over TLS (a wss:// server)."""
     host, port, target = _split(url)
-    stream = await anyio.connect_tcp(host, port)
+    stream: ByteStream = await anyio.connect_tcp(
+        host, port, ssl_context=ssl_context, tls_hostname=host if ssl_context else None
+    )
     peer = RawPeer(stream, WSConnection(ConnectionType.CLIENT))
     try:
         with anyio.fail_after(5):

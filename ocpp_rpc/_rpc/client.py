@@ -749,7 +749,10 @@ class RPCClient:
 
         Without `await_pending`, calls in flight fail with `ConnectionClosed`
         and inbound handlers are cancelled; with it, new calls are refused
-        while pending ones finish. `force` drops TCP without a close handshake.
+        while pending ones finish. Either way the peer's calls run no handler
+        once the close has begun: meanwhile, with `await_pending`, they get a
+        `GenericError` CALLERROR, else no answer (our Close has gone). `force`
+        drops TCP without a close handshake.
         A second close() returns the first one's result. ValueError for a
         code that a Close frame cannot carry (e.g. 1005, 1006).
         """

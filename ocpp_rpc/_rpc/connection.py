@@ -810,6 +810,9 @@ class Connection:
         self.excuse_closing_handler()
         if self.closing is None and self.closed is None and self._task_group is not None:
             self.closing = CloseResult(code, reason)
+            # From now on the peer's CALLs run no handler (see Exchange.stop_calls):
+            # answered while pending work keeps our Close back, dropped otherwise.
+            self.exchange.stop_calls(answer=await_pending and not force)
             # Runs in the connection's task group so that it completes even if the
             # caller is a handler of this connection, which the close cancels.
             closing = self._close(code, reason, await_pending, force)
@@ -840,6 +843,7 @@ class Connection:
     async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
         if self.closing is None:  # its own decision (bad frames, on_client raising), not close()'s
             self.closing = CloseResult(code, reason)
+            self.exchange.stop_calls(answer=await_pending and not force)
             self._client._closing_itself(code, reason)
         if await_pending and not force:
             if self.exchange.pending or self._handler_scopes:
@@ -854,6 +858,7 @@ class Connection:
             await self.transport.abort()
             self.ended(CloseResult(1006, ""))
             return
+        self.exchange.stop_calls(answer=False)  # our Close goes next: nothing may follow it
         with anyio.CancelScope(shield=True):
             await self._writer.finish(CLOSE_TIMEOUT)  # flush what is queued, then stop
             await self.transport.close(code, reason, timeout=CLOSE_TIMEOUT)

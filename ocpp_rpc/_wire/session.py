@@ -63,7 +63,8 @@ class Answer(Generic[P]):
 class Refuse:
     """A valid CALL or SEND refused by the framework, not a bad message: its id
     is still being handled, or (`busy`) `max_inbound_calls` are being handled
-    already. Send `reply` unless it is None (a refused SEND is dropped)."""
+    already, or a local close has begun (`Exchange.stop_calls`). Send `reply`
+    unless it is None (a refused SEND is dropped)."""
 
     frame: CallFrame | SendFrame
     reply: str | None
@@ -115,6 +116,10 @@ class Exchange(Generic[P]):
         # may await an answer from this very peer): the excess is refused at once.
         self.max_inbound_calls = max_inbound_calls
         self.busy_refusals = 0  # consecutive refusals for that reason
+        # Set by `stop_calls` once a local close has begun: no inbound CALL or
+        # SEND is handled any more; a CALL is answered while `answer_closing`.
+        self.closing = False
+        self.answer_closing = False
 
     # -- outbound ------------------------------------------------------------
 
@@ -135,6 +140,19 @@ class Exchange(Generic[P]):
     def finish_send(self) -> None:
         """The handler of an inbound SEND has ended."""
         self.sends_handling -= 1
+
+    def stop_calls(self, *, answer: bool) -> None:
+        """A local close has begun: every inbound CALL and SEND is refused from
+        now on, its handler never runs (as in ocpp-rpc, which handles no call
+        unless OPEN), so that a peer that keeps calling cannot keep the close
+        open. While `answer` (a close awaiting pending calls: our Close is not
+        sent until they end), a CALL gets a `GenericError` CALLERROR, as a busy
+        refusal does (a code OCPP-J 1.6 and 2.x both have): the peer learns at
+        once instead of at its call timeout. Without it (called so again once
+        the Close is to go) nothing is sent: after a Close nothing may follow.
+        A SEND is never answered."""
+        self.closing = True
+        self.answer_closing = answer
 
     @property
     def inbound_in_progress(self) -> int:
@@ -210,6 +228,8 @@ class Exchange(Generic[P]):
             return self._bad(frame.error, frame.reply, failed=failed)
         if isinstance(frame, CallFrame):
             self.bad_message_count = 0
+            if self.closing:
+                return self._refuse_closing(frame)
             if frame.message_id in self.handling:
                 error = RPCFrameworkError(
                     f"Already processing a call with message ID: {frame.message_id}"
@@ -222,6 +242,8 @@ class Exchange(Generic[P]):
             return Dispatch(frame)
         if isinstance(frame, SendFrame):
             self.bad_message_count = 0
+            if self.closing:
+                return Refuse(frame, None)
             if self.inbound_in_progress >= self.max_inbound_calls:
                 return self._busy(frame)
             self.busy_refusals = 0
@@ -236,6 +258,12 @@ class Exchange(Generic[P]):
             return self._bad(error, None, unexpected=frame)
         self.bad_message_count = 0
         return Answer(pending, frame)
+
+    def _refuse_closing(self, frame: CallFrame) -> Refuse:
+        if not self.answer_closing:
+            return Refuse(frame, None)
+        error = RPCGenericError("The connection is closing; no new calls are accepted")
+        return Refuse(frame, encode_error(frame.message_id, error, self.dialect))
 
     def _busy(self, frame: CallFrame | SendFrame) -> Refuse:
         self.busy_refusals += 1

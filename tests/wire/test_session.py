@@ -44,6 +44,27 @@ def test_send_is_dispatched_without_tracking() -> None:
     assert "s" not in exchange.handling
 
 
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"])
+def test_once_a_close_began_calls_and_sends_are_refused_and_answers_taken(protocol: str) -> None:
+    exchange: Exchange[str] = Exchange(protocol)
+    exchange.add_pending("out", "waiter")
+    exchange.stop_calls(answer=True)  # a close awaiting pending work: our Close not sent yet
+    refused = exchange.receive('[2,"a","X",{}]')
+    assert isinstance(refused, Refuse) and refused.reply is not None and not refused.busy
+    # GenericError: a code of every OCPP-J version, as the busy refusal's.
+    assert json.loads(refused.reply) == [
+        4, "a", "GenericError", "The connection is closing; no new calls are accepted", {}
+    ]
+    assert "a" not in exchange.handling
+    if protocol == "ocpp2.1":
+        assert exchange.receive('[6,"s","N",{}]') == Refuse(SendFrame("s", "N", {}), None)
+        assert exchange.sends_handling == 0
+    assert exchange.receive('[3,"out",{}]') == Answer("waiter", CallResultFrame("out", {}))
+    exchange.stop_calls(answer=False)  # our Close goes: nothing may follow it
+    assert exchange.receive('[2,"b","X",{}]') == Refuse(CallFrame("b", "X", {}), None)
+    assert exchange.inbound_in_progress == 0
+
+
 def test_answer_resolves_pending_once() -> None:
     exchange: Exchange[str] = Exchange("ocpp1.6")
     exchange.add_pending("m", "waiter")
