@@ -202,6 +202,7 @@ class RPCServer:
         self._upgrade_scopes: set[anyio.CancelScope] = set()
         self._closing = False
         self._close_done: anyio.Event | None = None
+        self._closer: anyio.Event | None = None  # set once the close() under way ends
         # The ping times of every client: one task, not one per client.
         self._timers = TimerService()
 
@@ -356,21 +357,33 @@ class RPCServer:
         await_pending: bool = False,
         force: bool = False,
     ) -> None:
-        """Refuse new clients, stop listening, close every client with these options."""
+        """Refuse new clients, stop listening, close every client with these
+        options. A second close() waits for the first; if the first is
+        cancelled before it is done, the second finishes the work."""
         check_close_code(code)
-        if self._close_done is None:
+        done = self._close_done
+        if done is None:
             return
-        if self._closing:
-            await self._close_done.wait()
+        while (closer := self._closer) is not None:  # another close() is under way
+            await closer.wait()
+        if done.is_set():
             return
-        self._closing = True
-        self._observers.emit("closing", ClosingEvent())
-        for scope in (*self._listener_scopes, *self._upgrade_scopes):
-            scope.cancel()
-        self._listener_scopes.clear()
-        await self._close_clients(code, reason, await_pending=await_pending, force=force)
+        if not self._closing:
+            self._closing = True
+            self._observers.emit("closing", ClosingEvent())
+            for scope in (*self._listener_scopes, *self._upgrade_scopes):
+                scope.cancel()
+            self._listener_scopes.clear()
+        closer = self._closer = anyio.Event()
+        try:
+            await self._close_clients(code, reason, await_pending=await_pending, force=force)
+        finally:
+            # Cancelled (e.g. a close awaiting pending calls, given up on), the
+            # work is left to the next close(), at the latest leaving the block.
+            self._closer = None
+            closer.set()
         self._observers.emit("close", None)
-        self._close_done.set()
+        done.set()
 
     async def _close_clients(
         self, code: int, reason: str, *, await_pending: bool = False, force: bool = False

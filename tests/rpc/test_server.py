@@ -706,6 +706,36 @@ async def test_close_await_pending_lets_pending_calls_finish() -> None:
                 assert await client.wait_closed() == CloseResult(1000, "")
 
 
+async def test_a_close_after_a_cancelled_one_finishes_it() -> None:
+    """Found by an outside review: a close() cancelled while it waited for
+    pending calls left the server "closing" for good, and every later close(),
+    the one leaving `async with` included (shielded), waited forever."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            slow = Blocker(result={"done": True})
+            server.handle("Slow", slow)
+            closed: list[object] = []
+            server.on("close", closed.append)
+            async with make_client(url) as client:
+                call = Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call.run, client.call, "Slow")
+                    await slow.started.wait()
+                    with anyio.move_on_after(0.05) as waited:
+                        await server.close(await_pending=True)
+                    assert waited.cancelled_caught and closed == []
+                    slow.release.set()
+                    try:
+                        with anyio.fail_after(2):
+                            await server.close()
+                    except TimeoutError:
+                        server._close_done.set()  # else leaving the block waits forever
+                        pytest.fail("a close() after a cancelled one never returned")
+                assert call.value == {"done": True}
+                assert await client.wait_closed() == CloseResult(1000, "")
+            assert closed == [None]
+
+
 async def test_close_with_a_code_no_close_frame_can_carry_raises_value_error() -> None:
     with anyio.fail_after(5):
         async with serving() as (server, url):
