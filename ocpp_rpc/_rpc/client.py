@@ -579,9 +579,9 @@ class RPCClient:
         from then on it is kept even if this caller is cancelled, times out
         or the process dies. Durable calls are sent one at a time, in order,
         retried after a CALLERROR as the store's `attempts` and `interval`
-        say (and, not as an attempt, after no answer in time: a late answer
-        still settles the call), and the outcome also reaches the
-        `durable_result` event.
+        say (one without an answer in time waits for it, however late, and
+        goes out again on the next connection, not as an attempt), and the
+        outcome also reaches the `durable_result` event.
         `timeout` then bounds only this caller's wait. Raises
         `ocpp_rpc.durable.StoreFull` when the store is full, ValueError
         without a store (a `ServerClient` has none).
@@ -624,29 +624,30 @@ class RPCClient:
         return await self._store.count()
 
     async def _wait_durable_turn(
-        self, dropped: object | None, not_before: float, resend_at: float
+        self, dropped: object | None, not_before: float, answer: bool
     ) -> object:
         """The open connection for the next durable call, other than
         `dropped` (the one that just dropped a call and may still be closing),
-        once the time is `not_before`; on the connection where the call's sends
-        await an answer, once it is `resend_at` or one of them is answered.
-        ConnectionClosed as soon as close() starts."""
+        once the time is `not_before`; with `answer` (its send timed out), on
+        the connection that send went on only once it is answered (a resend
+        there could meet a CSMS still busy with it). ConnectionClosed as soon
+        as close() starts."""
         while True:
             connection = await self._wait_open()
             answered = None
-            if connection is dropped:
-                wait = None
-            else:
-                until = not_before
+            wait: float | None = None
+            if connection is not dropped:
                 sent = self._durable_sent
-                if sent is not None and sent.connection is connection and sent.sends is not None:
+                if answer and sent is not None and sent.connection is connection and (
+                    sent.sends is not None
+                ):
                     answered = sent.sends.pending.done
                     if answered.is_set():
                         return connection
-                    until = max(until, resend_at)
-                wait = until - anyio.current_time()
-                if wait <= 0:
-                    return connection
+                else:
+                    wait = not_before - anyio.current_time()
+                    if wait <= 0:
+                        return connection
             if self._state_changed is None:
                 self._state_changed = anyio.Event()
             with anyio.move_on_after(wait):  # any change of state (CLOSING too) looks again
@@ -664,6 +665,16 @@ class RPCClient:
             connection = await self._wait_open()
             sent = self._durable_sent
             if sent is None or sent.connection is not connection:
+                if sent is not None and sent.call_id == call.message_id and (
+                    sent.sends is not None and _answered(sent.sends.pending)
+                ):
+                    # Answered on the connection that has just dropped, before
+                    # this sender took the answer up: that is the result, and
+                    # sending it again would deliver it twice.
+                    self._durable_sent = None
+                    return await sent.connection.resend(
+                        sent.sends, deadline=anyio.current_time(), message_id=None
+                    )
                 sent = self._durable_sent = _DurableSent(connection)
             sends = sent.sends
             if sends is None or sent.call_id != call.message_id:
@@ -825,6 +836,12 @@ class _DurableSent:
         self.own_id: str | None = None
         self.call_id: str | None = None  # the call whose `sends` await an answer
         self.sends: Sends | None = None
+
+
+def _answered(pending: PendingCall) -> bool:
+    """Whether the peer answered `pending` (a result or a CALLERROR), not its
+    connection's end."""
+    return pending.done.is_set() and not isinstance(pending.error, ConnectionClosed)
 
 
 async def _either(first: anyio.Event, second: EventLike) -> None:

@@ -7,10 +7,11 @@ MessageAttemptsTransactionEvent / MessageAttemptIntervalTransactionEvent): a
 call the CSMS answers with a CALLERROR is sent `attempts` times in all,
 waiting ``interval * previous attempts`` before each resend, then dropped and
 reported. A call whose connection drops, or that gets no answer in time, is
-not an attempt: it stays first in the queue and goes out again, after a drop
-on the next connection, after a timeout on the same one once the retry
-interval has passed (its unanswered sends there count as previous attempts
-for that wait only), while every earlier send still awaits its answer: a
+not an attempt: it stays first in the queue. After a timeout its send
+still awaits the answer, however late, which settles the call; it goes out
+again only on the next connection, as after a drop: a CSMS busy with the
+first send could refuse a second (our server and ocpp-rpc's answer a CALL
+they are still handling, or one past their limit, with a CALLERROR), and a
 slow CSMS must not make a charger drop a transaction message. Nor is what
 the client's strict mode refuses (the call's params, or the CSMS's result):
 no resend could change it, so the call leaves the store at once with that
@@ -39,14 +40,15 @@ STORE_RETRY_DELAY: Final = 5.0
 
 #: Waits until the client is OPEN and the time is `not_before` (the retry
 #: interval), and returns its connection (as a token the queue only compares),
-#: skipping `dropped`, the connection that just dropped a call; on the connection
-#: where the call's sends went unanswered, until `resend_at` or until one of them
-#: is answered. Raises ConnectionClosed as soon as the client is closing for good.
-WaitOpen = Callable[[object | None, float, float], Awaitable[object]]
+#: skipping `dropped`, the connection that just dropped a call; with `answer`
+#: (the call's send went unanswered), on the connection it went on only once
+#: that send is answered. Raises ConnectionClosed as soon as the client is
+#: closing for good.
+WaitOpen = Callable[[object | None, float, bool], Awaitable[object]]
 #: Sends one attempt of a call through the client's normal call path and returns
-#: the answer to it or to an earlier send on the same connection; raises
-#: `StrictRefusal` for what strict mode refuses (not an attempt), TimeoutError
-#: after `call_timeout` (the sends still await their answer).
+#: the answer to it (or to its send that timed out on the same connection);
+#: raises `StrictRefusal` for what strict mode refuses (not an attempt),
+#: TimeoutError after `call_timeout` (the send still awaits its answer).
 SendCall = Callable[[StoredCall], Awaitable[Any]]
 #: Checks a new call (message id, method, params) before it is stored: raises
 #: the `RPCError` of params strict mode refuses.
@@ -98,9 +100,9 @@ class DurableQueue:
         self._scope = anyio.CancelScope()
         self._stopped = False
         self._failure: Exception | None = None  # why the sender stopped, if not a close
-        # The first call's sends that went unanswered on one connection: its
-        # message id, that connection and how many.
-        self._unanswered: tuple[str, object, int] | None = None
+        # The message id of the first call while its send awaits an answer
+        # past `call_timeout`.
+        self._unanswered: str | None = None
 
     # -- callers -----------------------------------------------------------------
 
@@ -180,16 +182,10 @@ class DurableQueue:
             return dropped
         # The retry interval is waited out in `wait_open`, which a close ends
         # at once: the callers still waiting learn of it then, not when it is over.
-        unanswered = self._unanswered
-        if unanswered is not None and unanswered[0] != call.message_id:
-            unanswered = None
-        now, interval = anyio.current_time(), self._store.interval
-        not_before = now + interval * call.attempts
-        resend_at = not_before + interval * (0 if unanswered is None else unanswered[2])
-        connection = await self._wait_open(dropped, not_before, resend_at)
-        if unanswered is not None and unanswered[1] is not connection:
-            unanswered = None  # a new connection: the call goes out there afresh
+        not_before = anyio.current_time() + self._store.interval * call.attempts
+        answer = self._unanswered == call.message_id
         self._unanswered = None
+        connection = await self._wait_open(dropped, not_before, answer)
         try:
             result = await self._send(call)
         except RPCError as error:
@@ -198,11 +194,11 @@ class DurableQueue:
             logger.warning("durable call %s (%s) failed strict mode: it leaves the store: %r",
                            call.message_id, call.method, refusal.error)
             await self._finish(call, error=refusal.error)
-        except TimeoutError:  # the answer may yet come: it settles the call, even after a resend
-            count = 1 if unanswered is None else unanswered[2] + 1
-            self._unanswered = (call.message_id, connection, count)
-            logger.info("durable call %s (%s) got no answer in time: it goes out again after "
-                        "the retry interval", call.message_id, call.method)
+        except TimeoutError:  # the answer may yet come: it settles the call
+            self._unanswered = call.message_id
+            logger.info("durable call %s (%s) got no answer in time: it waits for the answer,"
+                        " or goes out again on the next connection", call.message_id,
+                        call.method)
         except ConnectionClosed:
             logger.info("durable call %s (%s): the connection dropped; it stays queued",
                         call.message_id, call.method)

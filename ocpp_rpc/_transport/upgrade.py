@@ -239,6 +239,8 @@ async def read_upgrade_request(
         # 6455 4.1 allows it): the resource is its path.
         slash = rest.find("/")
         path = rest[slash:] if slash >= 0 else "/"
+    elif not path.startswith("/"):  # "*" or "host:port" (OPTIONS, CONNECT), or garbage
+        raise await _refuse(stream, 400, "the request target must be a path or an absolute URI")
     subprotocols = tuple(_split_tokens(checked.get("sec-websocket-protocol", ())))
     return UpgradeRequest(method, target, path, query, header_map, subprotocols, key, trailing)
 

@@ -428,6 +428,17 @@ async def test_non_get_upgrade_and_garbage_get_400() -> None:
     assert [r.status for r in results] == [400, 400, 400]
 
 
+@pytest.mark.parametrize("target", [b"*", b"example.com:80", b"CP1", b"ftp://x/CP1"])
+async def test_a_target_neither_a_path_nor_an_absolute_uri_gets_400(target: bytes) -> None:
+    results: list[HandshakeRefused] = []
+    key = b"AAAAAAAAAAAAAAAAAAAAAA=="
+    with anyio.fail_after(5):
+        async with one_shot_server(refusing_handler(results)) as port:
+            head, _ = await http_exchange(port, upgrade_request(port, key, target=target))
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert [r.status for r in results] == [400]
+
+
 @pytest.mark.parametrize("size", [5000, 100_000])  # arrives whole / exceeds one read
 async def test_oversized_headers_get_431(size: int) -> None:
     results: list[HandshakeRefused] = []
