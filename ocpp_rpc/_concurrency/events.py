@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 
 # Private asyncio (None outside a loop; the public one raises): the cheapest backend test per call.
 _running_asyncio_loop = asyncio._get_running_loop
@@ -41,6 +43,19 @@ def current_task_id() -> int:
     if trio is not None:
         return id(trio.lowlevel.current_task())
     return anyio.get_current_task().id
+
+
+def checkpoint_if_cancelled() -> Awaitable[None]:
+    """`anyio.lowlevel.checkpoint_if_cancelled()`, to await: raises the
+    cancellation of an enclosing scope that is cancelled already, else returns
+    without yielding. On trio, trio's own, a third of the cost (asyncio has no
+    cheaper public one); not a coroutine itself, which would cost one frame more."""
+    if _running_asyncio_loop() is None:
+        trio = sys.modules.get("trio")
+        if trio is not None:
+            awaitable: Awaitable[None] = trio.lowlevel.checkpoint_if_cancelled()
+            return awaitable
+    return anyio.lowlevel.checkpoint_if_cancelled()
 
 
 def new_event() -> EventLike:

@@ -573,7 +573,8 @@ class RPCClient:
         Raises the `RPCError` subclass of a CALLERROR, `TimeoutError` after
         `timeout` (default `call_timeout`), or `ConnectionClosed`. Calls beyond
         `call_concurrency` queue in order; while connecting they wait for OPEN.
-        Cancelling the caller withdraws the call.
+        Cancelling the caller withdraws the call; in a scope cancelled
+        already, the call raises the cancellation and nothing is sent.
 
         `durable=True` (needs a `store`) first writes the call to the store;
         from then on it is kept even if this caller is cancelled, times out

@@ -22,7 +22,13 @@ from typing import Any, Literal, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from .._concurrency.events import EventLike, current_task_id, new_event, stray_cancellation
+from .._concurrency.events import (
+    EventLike,
+    checkpoint_if_cancelled,
+    current_task_id,
+    new_event,
+    stray_cancellation,
+)
 from .._concurrency.latch import Latch
 from .._transport.websocket import WebSocket
 from .._wire.codec import (
@@ -634,6 +640,10 @@ class Connection:
         connection has not used it); by default a new one. `refusals`: raise
         strict mode's error for these params or for the peer's result as a
         `StrictRefusal`, which a caller can tell from the peer's CALLERROR."""
+        # A caller whose scope is cancelled already gets its Cancelled before
+        # the CALL is queued, not after: an operation that raised it did not
+        # happen (queuing it needs no wait, so nothing else would raise it).
+        await checkpoint_if_cancelled()
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
         if message_id is None or message_id in self.exchange.pending:
@@ -776,6 +786,7 @@ class Connection:
 
     async def send_message(self, method: str, params: Any) -> None:
         """Send an OCPP 2.1 SEND frame."""
+        await checkpoint_if_cancelled()  # as `call`: cancelled, nothing goes out
         if self.closing is not None or self.closed is not None:
             raise ConnectionClosed(*(self.closed or self.closing or (1006, "")))
         message_id = next_message_id()

@@ -174,6 +174,24 @@ async def test_a_cancelled_caller_leaves_nothing_behind(
         assert (await b.call("CP1", "echo"))["params"] == {}
 
 
+async def test_a_call_in_a_cancelled_scope_is_not_delivered(
+    redis: RedisServer, prefix: str, caller_kind: str
+) -> None:
+    """Cancelled before it starts: the caller gets the cancellation and the
+    charger never gets the call (an operation that raised it did not happen)."""
+    async with nodes(redis.url, prefix, 2) as (a, b):
+        host = FakeHost(a)
+        if caller_kind == "node":
+            FakeHost(b)
+        await host.connect("CP1")
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await b.call("CP1", "echo", {"n": 1})
+        assert scope.cancelled_caught
+        assert (await b.call("CP1", "echo", {"n": 2}))["params"] == {"n": 2}
+        assert [call[2] for call in host.calls] == [{"n": 2}]
+
+
 async def test_a_call_is_never_delivered_twice(redis: RedisServer, prefix: str) -> None:
     async with nodes(redis.url, prefix, 3) as (a, b, worker):
         host_a = FakeHost(a)
