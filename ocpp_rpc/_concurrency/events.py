@@ -72,18 +72,27 @@ def new_event() -> EventLike:
 
 def stray_cancellation(exc: BaseException) -> Exception | None:
     """The error to answer for `exc`, a BaseException that escaped a handler
-    or hook, if it is an asyncio `CancelledError` that no cancellation of the
-    running task explains (the handler awaited a future that something else
-    cancelled; on trio none ever does): a bug of the handler's, as any other
-    exception. None: a real cancellation (or not a CancelledError), to go on."""
-    if not isinstance(exc, asyncio.CancelledError):
-        return None
+    or hook, if it is a cancellation that no cancellation of the running task
+    explains: an asyncio `CancelledError` from a future something else
+    cancelled (on trio never a cancellation), or a trio `Cancelled` re-raised
+    outside the scope that raised it (e.g. from `outcome.acapture`). A bug
+    of the handler's, as any other exception. None: a real cancellation (or
+    none at all), to go on."""
     if _running_asyncio_loop() is not None:
+        if not isinstance(exc, asyncio.CancelledError):
+            return None
         if anyio.current_effective_deadline() == -math.inf:  # an anyio scope was cancelled
             return None
         task = asyncio.current_task()
         if task is not None and sys.version_info >= (3, 11) and task.cancelling():
             return None  # Task.cancel(), from outside anyio
+    elif not isinstance(exc, asyncio.CancelledError):
+        trio = sys.modules.get("trio")
+        if trio is None or not isinstance(exc, trio.Cancelled):
+            return None
+        # Trio delivers Cancelled only while an enclosing scope is cancelled.
+        if anyio.current_effective_deadline() == -math.inf:
+            return None
     error = RuntimeError(f"the handler raised {exc!r} without being cancelled")
     error.__cause__ = exc
     return error

@@ -493,7 +493,7 @@ class Connection:
         except Exception as exc:
             reply = self._failure_reply(frame, is_call, exc)
         except BaseException as exc:
-            error = stray_cancellation(exc)
+            error = self._stray(frame, is_call, exc)
             if error is None:
                 raise
             reply = self._failure_reply(frame, is_call, error)
@@ -512,7 +512,7 @@ class Connection:
                 except Exception as exc:
                     reply = self._failure_reply(frame, is_call, exc)
                 except BaseException as exc:
-                    error = stray_cancellation(exc)
+                    error = self._stray(frame, is_call, exc)
                     if error is None:
                         raise
                     reply = self._failure_reply(frame, is_call, error)
@@ -521,6 +521,20 @@ class Connection:
         finally:
             self._handler_scopes.pop(scope, None)
             self._finish_inbound(frame, is_call)
+
+    def _stray(
+        self, frame: CallFrame | SendFrame, is_call: bool, exc: BaseException
+    ) -> Exception | None:
+        """The error to answer for a cancellation `exc` that no cancelled scope
+        explains (see `stray_cancellation`), logged; None: let `exc` go on.
+        Left to go on, a stray one would end the connection, silently on trio."""
+        error = stray_cancellation(exc)
+        if error is not None and is_call:  # a SEND's failure is logged as it is answered
+            logger.error(
+                "[%s] handler of %r raised a cancellation no cancel scope explains",
+                self.identity, frame.method, exc_info=exc,
+            )
+        return error
 
     def _call_handler(self, frame: CallFrame | SendFrame, is_call: bool) -> Any:
         """Validate (strict mode), find the handler and call it; its outcome."""

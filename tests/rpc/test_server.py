@@ -230,7 +230,9 @@ async def test_a_stray_cancelled_error_from_the_auth_hook_answers_500() -> None:
                 async with make_client(url, "bad"):
                     pytest.fail("connected although the auth hook failed")
             assert info.value.status == 500
-            assert len(errors) == 1 and isinstance(errors[0].__cause__, asyncio.CancelledError)
+            assert len(errors) == 1 and isinstance(
+                errors[0].__cause__, anyio.get_cancelled_exc_class()
+            )
             async with make_client(url, "good") as good:
                 assert good.state is State.OPEN
 
@@ -459,24 +461,38 @@ async def test_on_client_raising_closes_that_client_with_1011(
             assert any(r.exc_info and r.exc_info[1] is failure for r in caplog.records)
 
 
+async def captured_cancellation() -> BaseException:
+    """The backend's cancellation exception, caught in a scope that has ended
+    since: re-raised now, no cancellation explains it."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class() as exc:
+            return exc
+    raise AssertionError("not cancelled")
+
+
 async def stray_cancellation() -> None:
     """What a handler meets when it awaits a future that something else
-    cancelled: on asyncio a `CancelledError` that cancels nothing here (on
-    trio, where none can be made, the same exception raised)."""
+    cancelled (asyncio), or re-raises a Cancelled it captured from a
+    cancelled operation, as `outcome.acapture(...).unwrap()` does when Trio
+    code hands results between tasks: a cancellation that cancels nothing here."""
     import sniffio
 
     if sniffio.current_async_library() == "asyncio":
         future = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(future.cancel)
         await future
-    await anyio.lowlevel.checkpoint()
-    raise asyncio.CancelledError()
+    raise await captured_cancellation()
 
 
-async def test_a_stray_cancelled_error_from_a_handler_answers_internal_error() -> None:
-    """API.md: any exception but an RPCError answers InternalError; an asyncio
-    CancelledError that no cancellation explains is a handler's bug like any
-    other, not the end of its connection."""
+async def test_a_stray_cancelled_error_from_a_handler_answers_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """API.md: any exception but an RPCError answers InternalError; a
+    cancellation that no cancellation explains is a handler's bug like any
+    other (logged), not the end of its connection."""
     with anyio.fail_after(5):
         async with serving() as (server, url):
 
@@ -487,10 +503,34 @@ async def test_a_stray_cancelled_error_from_a_handler_answers_internal_error() -
 
             server.handle("Echo", lambda call: call.params)
             async with make_client(url) as client:
-                with pytest.raises(RPCInternalError):
-                    await client.call("Stray")
+                with caplog.at_level(logging.ERROR, logger="ocpp_rpc"):
+                    with pytest.raises(RPCInternalError):
+                        await client.call("Stray")
                 assert await client.call("Echo", {"a": 1}) == {"a": 1}
                 assert client.state is State.OPEN
+                assert any("no cancel scope explains" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stray_cancellation_from_a_sync_handler_answers_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same from a synchronous handler, which runs as its call is read."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            cancellation = await captured_cancellation()
+
+            def stray(call: Call) -> dict[str, Any]:
+                raise cancellation
+
+            server.handle("Stray", stray)
+            server.handle("Echo", lambda call: call.params)
+            async with make_client(url) as client:
+                with caplog.at_level(logging.ERROR, logger="ocpp_rpc"):
+                    with pytest.raises(RPCInternalError):
+                        await client.call("Stray")
+                assert await client.call("Echo", {"a": 1}) == {"a": 1}
+                assert client.state is State.OPEN
+                assert any("no cancel scope explains" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_stray_cancelled_error_from_on_client_closes_with_1011(
@@ -508,7 +548,9 @@ async def test_a_stray_cancelled_error_from_on_client_closes_with_1011(
             with caplog.at_level(logging.ERROR, logger="ocpp_rpc"):
                 async with make_client(url) as client:
                     assert (await client.wait_closed()).code == 1011
-            assert len(errors) == 1 and isinstance(errors[0].__cause__, asyncio.CancelledError)
+            assert len(errors) == 1 and isinstance(
+                errors[0].__cause__, anyio.get_cancelled_exc_class()
+            )
             assert any("on_client" in r.getMessage() for r in caplog.records)
 
 
