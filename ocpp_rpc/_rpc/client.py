@@ -765,15 +765,23 @@ class RPCClient:
         once the close has begun: meanwhile, with `await_pending`, they get a
         `GenericError` CALLERROR, else no answer (our Close has gone). `force`
         drops TCP without a close handshake.
-        A second close() returns the first one's result. ValueError for a
-        code that a Close frame cannot carry (e.g. 1005, 1006).
+        A second close() returns the first one's result; if every caller of an
+        `await_pending` close gave up (was cancelled while waiting), one
+        without `await_pending` ends the pending work, as a close without it
+        would, with the first close's code and reason. ValueError for a code
+        that a Close frame cannot carry (e.g. 1005, 1006).
         """
         check_close_code(code)
         if not self._started:
             return self._close_result or CloseResult(code, reason)
         if self._close_started:
-            if self._connection is not None:  # a handler waiting for its own close
-                self._connection.excuse_closing_handler()
+            connection = self._connection
+            if connection is not None and connection.closing is not None:
+                # It excuses a handler waiting for its own close, and ends the
+                # wait for pending work that the first close's caller gave up on.
+                await connection.close(code, reason, await_pending=await_pending, force=force)
+            elif connection is not None:  # a handler waiting for its own close
+                connection.excuse_closing_handler()
             await self._closed_latch().wait()
             assert self._close_result is not None
             return self._close_result

@@ -112,9 +112,9 @@ class Connection:
 
     # No instance dict: a server holds one per charger, and most of them sit idle.
     __slots__ = (
-        "_client", "_close_done", "_deadlines", "_deferred", "_find_handler", "_handler_scopes",
-        "_idle", "_inline", "_keepalive", "_outbox", "_strict", "_task_group", "_writer",
-        "closed", "closing",
+        "_awaiting", "_client", "_close_done", "_deadlines", "_deferred", "_find_handler",
+        "_handler_scopes", "_idle", "_inline", "_keepalive", "_outbox", "_strict", "_task_group",
+        "_writer", "closed", "closing",
         "config", "events", "exchange", "identity", "protocol", "transport",
     )
 
@@ -172,6 +172,9 @@ class Connection:
         # Made by a close awaiting pending work; set once no outbound call and no
         # inbound handler is pending.
         self._idle: anyio.Event | None = None
+        # While a close awaits pending work: how many close() callers wait for
+        # it (None: no close does, or it no longer does).
+        self._awaiting: int | None = None
         self.closing: CloseResult | None = None  # set once a local close started
         self.closed: CloseResult | None = None
         self._close_done: Latch | None = None  # made by its first waiter or setter
@@ -831,10 +834,18 @@ class Connection:
     async def close(
         self, code: int, reason: str, *, await_pending: bool, force: bool
     ) -> CloseResult:
-        """Close this connection (first close wins); returns how it closed."""
+        """Close this connection (first close wins); returns how it closed.
+
+        A close awaiting pending work that every caller asking for it gave up
+        on (cancelled while waiting) stops waiting at the next close() that
+        does not ask for it (e.g. the one leaving `async with`): pending calls
+        fail and handlers are cancelled, as a close without `await_pending`
+        does, with the first close's code and reason."""
         self.excuse_closing_handler()
         if self.closing is None and self.closed is None and self._task_group is not None:
             self.closing = CloseResult(code, reason)
+            if await_pending and not force:
+                self._awaiting = 0
             # From now on the peer's CALLs run no handler (see Exchange.stop_calls):
             # answered while pending work keeps our Close back, dropped otherwise.
             self.exchange.stop_calls(answer=await_pending and not force)
@@ -847,9 +858,32 @@ class Connection:
                 # The task group is winding down, cancelled from outside (e.g. the
                 # scope around `async with` this client): run() drops the transport.
                 closing.close()
-        await self._done_latch().wait()
+        elif self._awaiting == 0 and not await_pending and self.closed is None:
+            self._stop_awaiting()
+        # Only a caller that asked to await pending work counts: one that does
+        # not, waiting alongside, must not end the wait of one that still waits.
+        counted = await_pending and self._awaiting is not None
+        if counted:
+            self._awaiting = (self._awaiting or 0) + 1
+        try:
+            await self._done_latch().wait()
+        finally:
+            if counted and self._awaiting is not None:
+                self._awaiting -= 1
         assert self.closed is not None
         return self.closed
+
+    def _stop_awaiting(self) -> None:
+        """End the wait of a close awaiting pending work (see `close`)."""
+        self._awaiting = None
+        assert self.closing is not None
+        self._fail_pending(ConnectionClosed(*self.closing))
+        for scope in tuple(self._handler_scopes):
+            scope.cancel()
+        idle = self._idle
+        if idle is not None:  # `_close` goes on now, not once the handlers have ended
+            self._idle = None
+            idle.set()
 
     def excuse_closing_handler(self) -> None:
         """Called by every close(), first or not: if a handler of this
@@ -870,7 +904,7 @@ class Connection:
             self.closing = CloseResult(code, reason)
             self.exchange.stop_calls(answer=await_pending and not force)
             self._client._closing_itself(code, reason)
-        if await_pending and not force:
+        if await_pending and not force and self._awaiting is not None:  # see `close`
             if self.exchange.pending or self._handler_scopes:
                 idle = self._idle = self._idle or anyio.Event()
                 self._check_idle()  # a handler that is closing is not waited for

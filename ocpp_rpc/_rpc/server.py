@@ -359,7 +359,8 @@ class RPCServer:
     ) -> None:
         """Refuse new clients, stop listening, close every client with these
         options. A second close() waits for the first; if the first is
-        cancelled before it is done, the second finishes the work."""
+        cancelled before it is done, the second finishes the work (its
+        clients' pending work included, see `RPCClient.close`)."""
         check_close_code(code)
         done = self._close_done
         if done is None:

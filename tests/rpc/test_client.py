@@ -1180,6 +1180,104 @@ async def test_second_close_returns_the_first_ones_result() -> None:
                 assert await client.wait_closed() == CloseResult(4001, "first")
 
 
+async def test_a_close_after_a_graceful_close_given_up_on_stops_waiting_for_pending_work(
+) -> None:
+    """close(await_pending=True) bounded in time, then the close leaving the
+    block (shielded: no outer timeout could end it): that one no longer
+    waits for the pending work, which ends as a close without await_pending
+    ends it, with the first close's code and reason."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            accepted = Accepted(server)
+            slow = Blocker()
+            server.handle("Slow", slow)
+            client = make_client(url, reconnect=False)
+            block = Blocker()
+            client.handle("Block", block)
+            outbound, inbound = Outcome(), Outcome()
+            async with anyio.create_task_group() as tg:
+                try:
+                    async with client:
+                        server_client = await accepted.nth(1)
+                        tg.start_soon(outbound.run, client.call, "Slow")
+                        tg.start_soon(inbound.run, server_client.call, "Block")
+                        await slow.started.wait()
+                        await block.started.wait()
+                        with anyio.move_on_after(0.05) as waited:
+                            await client.close(code=4000, reason="first", await_pending=True)
+                        assert waited.cancelled_caught
+                        assert client.state is State.CLOSING
+                        with anyio.fail_after(2):  # the wait ends here, not when handlers do
+                            assert await client.close(code=4001) == CloseResult(4000, "first")
+                finally:
+                    block.release.set()  # only if the close waited for the handler after all
+                    slow.release.set()
+            assert block.cancelled.is_set()
+            assert isinstance(outbound.error, ConnectionClosed)
+            assert (outbound.error.code, outbound.error.reason) == (4000, "first")
+            assert isinstance(inbound.error, ConnectionClosed)
+            assert await client.wait_closed() == CloseResult(4000, "first")
+            assert await server_client.wait_closed() == CloseResult(4000, "first")
+
+
+async def test_leaving_the_block_after_a_graceful_close_given_up_on_ends_at_once() -> None:
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            accepted = Accepted(server)
+            client = make_client(url, reconnect=False)
+            block = Blocker()
+            client.handle("Block", block)
+            exited = anyio.Event()
+            async with anyio.create_task_group() as tg:
+
+                async def charger() -> None:
+                    async with client:
+                        tg.start_soon(Outcome().run, (await accepted.nth(1)).call, "Block")
+                        await block.started.wait()
+                        with anyio.move_on_after(0.05):
+                            await client.close(code=4000, reason="first", await_pending=True)
+                    exited.set()
+
+                tg.start_soon(charger)
+                with anyio.move_on_after(2):
+                    await exited.wait()
+                hung = not exited.is_set()
+                block.release.set()  # lets a block that waits for the handler end
+            assert not hung, "leaving the block waited for the handler"
+            assert block.cancelled.is_set()
+            assert await client.wait_closed() == CloseResult(4000, "first")
+
+
+async def test_a_graceful_close_still_waited_for_is_not_cut_short_by_another_close() -> None:
+    """Only a wait that every caller asking for it gave up on ends early: a
+    close(await_pending=True) still waiting in another task (the first, or a
+    later one) keeps a plain close() waiting with it."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            accepted = Accepted(server)
+            async with make_client(url, reconnect=False) as client:
+                block = Blocker(result={"in": 1})
+                client.handle("Block", block)
+                server_client = await accepted.nth(1)
+                inbound, graceful, plain = Outcome(), Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(inbound.run, server_client.call, "Block")
+                    await block.started.wait()
+                    with anyio.move_on_after(0.05):  # the first one is given up on...
+                        await client.close(code=4000, reason="first", await_pending=True)
+                    tg.start_soon(functools.partial(  # ...but this one still waits
+                        graceful.run, client.close, await_pending=True
+                    ))
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(plain.run, client.close)
+                    await anyio.wait_all_tasks_blocked()
+                    assert not plain.done.is_set() and not graceful.done.is_set()
+                    block.release.set()
+                assert inbound.value == {"in": 1}
+                assert not block.cancelled.is_set()
+                assert graceful.value == plain.value == CloseResult(4000, "first")
+
+
 @pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 2999, 5000])
 async def test_close_with_a_code_no_close_frame_can_carry_raises_value_error(code: int) -> None:
     with anyio.fail_after(5):

@@ -767,6 +767,8 @@ async def test_a_close_after_a_cancelled_one_finishes_it() -> None:
                         await server.close(await_pending=True)
                     assert waited.cancelled_caught and closed == []
                     slow.release.set()
+                    # Answered first: a later close() ends what is still pending.
+                    await call.done.wait()
                     try:
                         with anyio.fail_after(2):
                             await server.close()
@@ -776,6 +778,73 @@ async def test_a_close_after_a_cancelled_one_finishes_it() -> None:
                 assert call.value == {"done": True}
                 assert await client.wait_closed() == CloseResult(1000, "")
             assert closed == [None]
+
+
+async def test_a_server_clients_close_after_a_graceful_one_given_up_on_stops_waiting() -> None:
+    """As RPCClient's: the close(await_pending=True) bounded in time leaves the
+    handler to the next close(), which ends it with the first close's code."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            accepted = Accepted(server)
+            slow = Blocker()
+            server.handle("Slow", slow)
+            async with make_client(url) as client:
+                server_client = await accepted.nth(1)
+                call = Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call.run, client.call, "Slow")
+                    await slow.started.wait()
+                    with anyio.move_on_after(0.05):
+                        await server_client.close(code=4000, reason="first", await_pending=True)
+                    try:
+                        with anyio.fail_after(2):
+                            assert await server_client.close() == CloseResult(4000, "first")
+                    finally:
+                        slow.release.set()  # only if the close waited for the handler after all
+                assert slow.cancelled.is_set()
+                assert isinstance(call.error, ConnectionClosed)
+                assert await client.wait_closed() == CloseResult(4000, "first")
+
+
+async def test_leaving_the_block_after_a_graceful_close_given_up_on_stops_waiting() -> None:
+    """server.close(await_pending=True) bounded in time while a handler does
+    not end: leaving `async with RPCServer` (a close of its own, shielded, so
+    no outer timeout helps) ends it with the first close's code."""
+    with anyio.fail_after(5):
+        slow = Blocker()
+        ready, exited = anyio.Event(), anyio.Event()
+        urls: list[str] = []
+        call = Outcome()
+        closed: list[CloseResult] = []
+        async with anyio.create_task_group() as tg:
+
+            async def serve() -> None:
+                async with serving() as (server, url):
+                    server.handle("Slow", slow)
+                    urls.append(url)
+                    ready.set()
+                    await slow.started.wait()
+                    with anyio.move_on_after(0.05):
+                        await server.close(code=4000, reason="first", await_pending=True)
+                exited.set()
+
+            async def charger() -> None:
+                await ready.wait()
+                async with make_client(urls[0]) as client:
+                    await call.run(client.call, "Slow")
+                    closed.append(await client.wait_closed())
+
+            tg.start_soon(serve)
+            tg.start_soon(charger)
+            with anyio.move_on_after(2):
+                await exited.wait()
+            hung = not exited.is_set()
+            slow.release.set()  # lets a block that waits for the handler end
+        assert not hung, "leaving the server's block waited for the handler"
+        assert slow.cancelled.is_set()
+        assert isinstance(call.error, ConnectionClosed)
+        assert (call.error.code, call.error.reason) == (4000, "first")
+        assert closed == [CloseResult(4000, "first")]
 
 
 async def test_close_with_a_code_no_close_frame_can_carry_raises_value_error() -> None:
