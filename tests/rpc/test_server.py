@@ -487,42 +487,26 @@ async def stray_cancellation() -> None:
     raise await captured_cancellation()
 
 
+@pytest.mark.parametrize("sync", [False, True])
 async def test_a_stray_cancelled_error_from_a_handler_answers_internal_error(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, sync: bool
 ) -> None:
     """API.md: any exception but an RPCError answers InternalError; a
     cancellation that no cancellation explains is a handler's bug like any
-    other (logged), not the end of its connection."""
-    with anyio.fail_after(5):
-        async with serving() as (server, url):
-
-            @server.handler("Stray")
-            async def stray(call: Call) -> dict[str, Any]:
-                await stray_cancellation()
-                return {}
-
-            server.handle("Echo", lambda call: call.params)
-            async with make_client(url) as client:
-                with caplog.at_level(logging.ERROR, logger="ocpp_rpc"):
-                    with pytest.raises(RPCInternalError):
-                        await client.call("Stray")
-                assert await client.call("Echo", {"a": 1}) == {"a": 1}
-                assert client.state is State.OPEN
-                assert any("no cancel scope explains" in r.getMessage() for r in caplog.records)
-
-
-async def test_a_stray_cancellation_from_a_sync_handler_answers_internal_error(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The same from a synchronous handler, which runs as its call is read."""
+    other (logged), not the end of its connection; from a synchronous
+    handler too, which runs as its call is read."""
     with anyio.fail_after(5):
         async with serving() as (server, url):
             cancellation = await captured_cancellation()
 
-            def stray(call: Call) -> dict[str, Any]:
+            async def stray(call: Call) -> dict[str, Any]:
+                await stray_cancellation()
+                return {}
+
+            def stray_sync(call: Call) -> dict[str, Any]:
                 raise cancellation
 
-            server.handle("Stray", stray)
+            server.handle("Stray", stray_sync if sync else stray)
             server.handle("Echo", lambda call: call.params)
             async with make_client(url) as client:
                 with caplog.at_level(logging.ERROR, logger="ocpp_rpc"):
