@@ -792,11 +792,6 @@ class RPCClient:
         connection = self._connection
         self._set_state(State.CLOSING)
         self._observers.emit("closing", ClosingEvent())
-        sent = self._durable_sent
-        if sent is not None and sent.sends is not None and not sent.sends.sending:
-            # A durable call's unanswered sends are not calls in flight that
-            # `await_pending` waits for: the call stays in the store.
-            sent.connection.forget(sent.sends)
         if connection is not None:
             self._close_result = await connection.close(
                 code, reason, await_pending=await_pending, force=force

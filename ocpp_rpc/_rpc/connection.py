@@ -81,6 +81,9 @@ class PendingCall:
     result: Any = None
     error: BaseException | None = None
     refused: bool = False  # strict mode refused the peer's result: `error` says why
+    # A durable call's send past its timeout, still open to a late answer: a
+    # close awaiting pending calls does not wait for it.
+    lingering: bool = False
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         if not self.done.is_set():
@@ -97,7 +100,6 @@ class Sends:
 
     pending: PendingCall
     ids: list[str] = field(default_factory=list)
-    sending: bool = False  # a send is waiting for its answer within its deadline
 
 
 class Endpoint(RPCEndpoint, Protocol):
@@ -266,7 +268,7 @@ class Connection:
     def _check_idle(self) -> None:
         if (
             self._idle is not None
-            and not self.exchange.pending
+            and all(call.lingering for call in self.exchange.pending.values())
             and all(runs == EXCUSED for runs in self._handler_scopes.values())
         ):
             self._idle.set()
@@ -743,7 +745,7 @@ class Connection:
                 events.emit("call", PayloadEvent(True, [2, message_id, method, params]))
             self.exchange.add_pending(message_id, pending)
             sends.ids.append(message_id)
-            sends.sending = True
+            pending.lingering = False
             try:
                 # Not the shared timer heap: it would settle `pending` with the
                 # TimeoutError that the earlier sends' late answers must not meet.
@@ -753,17 +755,18 @@ class Connection:
             except BaseException as exc:
                 timed_out = isinstance(exc, TimeoutError)
                 if not (timed_out and pending.done.is_set()):  # else answered as time ran out
-                    # Only a timeout leaves the sends awaiting their answers; a
-                    # close that awaits pending calls must not wait for them.
-                    if not timed_out or self.closing is not None:
+                    # Only a timeout leaves the sends awaiting their answers,
+                    # which a close awaiting pending calls does not wait for.
+                    if timed_out:
+                        pending.lingering = True
+                        self._check_idle()
+                    else:
                         self.forget(sends)
                     if events.wants("call_error"):
                         events.emit(
                             "call_error", CallErrorEvent(True, message_id, method, params, exc)
                         )
                     raise
-            finally:
-                sends.sending = False
         # The send that was answered is the one the exchange no longer holds.
         answered = next((i for i in sends.ids if i not in self.exchange.pending), message_id)
         self.forget(sends)
@@ -840,7 +843,8 @@ class Connection:
         on (cancelled while waiting) stops waiting at the next close() that
         does not ask for it (e.g. the one leaving `async with`): pending calls
         fail and handlers are cancelled, as a close without `await_pending`
-        does, with the first close's code and reason."""
+        does, with the first close's code and reason. A later close with
+        `force` drops TCP at once, whatever close is under way."""
         self.excuse_closing_handler()
         if self.closing is None and self.closed is None and self._task_group is not None:
             self.closing = CloseResult(code, reason)
@@ -858,6 +862,13 @@ class Connection:
                 # The task group is winding down, cancelled from outside (e.g. the
                 # scope around `async with` this client): run() drops the transport.
                 closing.close()
+        elif self.closed is None and force:
+            # A close under way, graceful or given up on: `force` drops TCP now,
+            # as it promises, instead of waiting for that close's handshake.
+            if self._awaiting is not None:
+                self._stop_awaiting()
+            await self.transport.abort()
+            self.ended(CloseResult(1006, ""))
         elif self._awaiting == 0 and not await_pending and self.closed is None:
             self._stop_awaiting()
         # Only a caller that asked to await pending work counts: one that does
@@ -885,11 +896,12 @@ class Connection:
             self._idle = None
             idle.set()
 
-    def excuse_closing_handler(self) -> None:
+    def excuse_closing_handler(self) -> bool:
         """Called by every close(), first or not: if a handler of this
         connection makes it from its own task (not from a task it started,
         which may well wait for the handler), a close awaiting pending work
-        no longer waits for that handler, which waits for the close."""
+        no longer waits for that handler, which waits for the close. True if
+        it was such a handler."""
         scopes = self._handler_scopes
         if scopes:
             task = current_task_id()
@@ -897,7 +909,8 @@ class Connection:
                 if runs == task:
                     scopes[scope] = EXCUSED
                     self._check_idle()
-                    return
+                    return True
+        return False
 
     async def _close(self, code: int, reason: str, await_pending: bool, force: bool) -> None:
         if self.closing is None:  # its own decision (bad frames, on_client raising), not close()'s

@@ -14,7 +14,7 @@ import math
 import socket
 import ssl
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -389,14 +389,31 @@ class RPCServer:
     async def _close_clients(
         self, code: int, reason: str, *, await_pending: bool = False, force: bool = False
     ) -> None:
-        async with anyio.create_task_group() as tg:
-            for client in tuple(self._all_clients):
-                tg.start_soon(
-                    functools.partial(
-                        client.close, code=code, reason=reason,
-                        await_pending=await_pending, force=force,
-                    )
-                )
+        own = []  # the client whose handler calls this, from its own task
+        others = []
+        for client in tuple(self._all_clients):
+            connection = client._connection
+            if connection is not None and connection.excuse_closing_handler():
+                own.append(client)
+            else:
+                others.append(client)
+
+        def closing(client: ServerClient) -> Callable[[], Coroutine[Any, Any, CloseResult]]:
+            return functools.partial(
+                client.close, code=code, reason=reason, await_pending=await_pending, force=force
+            )
+
+        # Closing its own client cancels that handler, and with it this close,
+        # and that client's close cannot end before the handler does: it goes on
+        # in the server's task group, and the others' are waited for, shielded
+        # (each close is bounded on its own).
+        for client in own:
+            if self._task_group is not None:
+                self._task_group.start_soon(closing(client))
+        with anyio.CancelScope(shield=bool(own)):
+            async with anyio.create_task_group() as tg:
+                for client in others:
+                    tg.start_soon(closing(client))
 
     async def call(
         self, identity: str, method: str, params: Any = None, *, timeout: float | None = None

@@ -8,6 +8,7 @@ backends."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,51 @@ async def test_an_answer_taken_up_after_its_connection_dropped_still_settles_the
                 assert results == [{"transactionId": 1}]
                 assert await client.pending_durable() == 0
     assert transactions == [1]
+
+
+async def test_a_late_answer_during_a_graceful_close_is_no_bad_message(tmp_path: Path) -> None:
+    """Found by an outside review: the late answer to a timed-out send, coming
+    while close(await_pending=True) waits for other work, was an unexpected
+    response (a bad message toward max_bad_messages). It is the answer to a
+    call this client made; the close does not wait for it, and the call stays
+    stored for the next session (docs/durable.md)."""
+    async with serving() as (server, url):
+        release, slow_started, slow_release = anyio.Event(), anyio.Event(), anyio.Event()
+
+        @server.handler("StopTransaction")
+        async def stop_transaction(call: Call) -> Any:
+            await release.wait()
+            return {}
+
+        with anyio.fail_after(10):
+            async with charge_point(url, SQLiteStore(tmp_path / "cp.db")) as client:
+                timed_out = on_timeout(client)
+
+                @client.handler("Slow")
+                async def slow(call: Call) -> Any:
+                    slow_started.set()
+                    await slow_release.wait()
+                    return {}
+
+                bad: list[Any] = []
+                client.on("unexpected_response", bad.append)
+                client.on("bad_message", bad.append)
+                answered = anyio.Event()
+                client.on("response", lambda event: answered.set())
+                async with anyio.create_task_group() as tg:
+
+                    async def stop() -> None:
+                        with pytest.raises((TimeoutError, ConnectionClosed)):
+                            await client.call("StopTransaction", {"transactionId": 1},
+                                              durable=True, timeout=5)
+
+                    tg.start_soon(stop)
+                    await timed_out.wait()
+                    tg.start_soon(server.clients["CP1"].call, "Slow")
+                    await slow_started.wait()
+                    tg.start_soon(functools.partial(client.close, await_pending=True))
+                    release.set()  # the CSMS answers while the close waits for Slow
+                    await answered.wait()
+                    slow_release.set()
+                assert bad == []
+                assert await client.pending_durable() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -19,6 +20,7 @@ from harness import (
     leaves,
     make_client,
     recording,
+    served,
     serving,
     task_count,
 )
@@ -829,6 +831,46 @@ async def test_leaving_the_block_after_a_graceful_close_given_up_on_stops_waitin
         assert isinstance(call.error, ConnectionClosed)
         assert (call.error.code, call.error.reason) == (4000, "first")
         assert closed == [CloseResult(4000, "first")]
+
+
+async def test_a_handler_can_close_the_whole_server_gracefully() -> None:
+    """Found by an outside review: `server.close(await_pending=True)` from a
+    handler (an admin "shut down") waited for its own client's close, which
+    waited for that very handler: nothing ended, not even leaving the block."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            closed = anyio.Event()
+            server.on("close", lambda payload: closed.set())
+
+            @server.handler("Shutdown")
+            async def shutdown(call: Call) -> dict[str, Any]:
+                await server.close(code=1001, reason="shutdown", await_pending=True)
+                return {}
+
+            async with make_client(url) as client:
+                with anyio.fail_after(2):
+                    with contextlib.suppress(ConnectionClosed):  # its answer may go out first
+                        assert await client.call("Shutdown") == {}
+                    await closed.wait()
+                assert await client.wait_closed() == CloseResult(1001, "shutdown")
+
+
+async def test_a_forced_close_after_a_graceful_one_given_up_on_drops_at_once() -> None:
+    """Found by an outside review: `close(force=True)` after a graceful close
+    cut short still waited for that close's handshake (5 s with a peer that
+    never answers our Close): `force` drops TCP without one."""
+    with anyio.fail_after(5):
+        async with served("ocpp2.0.1") as pair:
+            ours, peer = pair.ours, pair.peer
+            slow = Blocker()
+            ours.handle("Slow", slow)
+            await peer.send_json([2, "s1", "Slow", {}])
+            await slow.started.wait()
+            with anyio.move_on_after(0.05):
+                await ours.close(code=4000, await_pending=True)
+            with anyio.fail_after(1):  # the peer never answers a Close
+                assert (await ours.close(force=True)).code == 1006
+            slow.release.set()
 
 
 async def test_close_with_a_code_no_close_frame_can_carry_raises_value_error() -> None:
