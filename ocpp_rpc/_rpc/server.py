@@ -403,17 +403,15 @@ class RPCServer:
                 client.close, code=code, reason=reason, await_pending=await_pending, force=force
             )
 
+        async with anyio.create_task_group() as tg:
+            for client in others:
+                tg.start_soon(closing(client))
         # Closing its own client cancels that handler, and with it this close,
-        # and that client's close cannot end before the handler does: it goes on
-        # in the server's task group, and the others' are waited for, shielded
-        # (each close is bounded on its own).
+        # and that close cannot end before the handler does: it is started last,
+        # in the server's task group, once the others are closed.
         for client in own:
             if self._task_group is not None:
                 self._task_group.start_soon(closing(client))
-        with anyio.CancelScope(shield=bool(own)):
-            async with anyio.create_task_group() as tg:
-                for client in others:
-                    tg.start_soon(closing(client))
 
     async def call(
         self, identity: str, method: str, params: Any = None, *, timeout: float | None = None

@@ -855,6 +855,37 @@ async def test_a_handler_can_close_the_whole_server_gracefully() -> None:
                 assert await client.wait_closed() == CloseResult(1001, "shutdown")
 
 
+async def test_a_handler_can_bound_its_graceful_close_of_the_server() -> None:
+    """Found by an outside review: `move_on_after` around a handler's
+    `server.close(await_pending=True)` must end its wait for another
+    client's pending handler, as it does anywhere else."""
+    with anyio.fail_after(5):
+        async with serving() as (server, url):
+            slow = Blocker(result={})
+            server.handle("Slow", slow)
+            waited: list[float] = []
+            gave_up = anyio.Event()
+
+            @server.handler("Shutdown")
+            async def shutdown(call: Call) -> dict[str, Any]:
+                start = anyio.current_time()
+                with anyio.move_on_after(0.2):
+                    await server.close(await_pending=True)
+                waited.append(anyio.current_time() - start)
+                gave_up.set()
+                return {}
+
+            async with make_client(url, "a") as a, make_client(url, "b") as b:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(Outcome().run, b.call, "Slow")
+                    await slow.started.wait()
+                    tg.start_soon(Outcome().run, a.call, "Shutdown")
+                    with anyio.move_on_after(2):
+                        await gave_up.wait()
+                    slow.release.set()
+            assert waited and waited[0] < 1, waited
+
+
 async def test_a_forced_close_after_a_graceful_one_given_up_on_drops_at_once() -> None:
     """Found by an outside review: `close(force=True)` after a graceful close
     cut short still waited for that close's handshake (5 s with a peer that
